@@ -1,0 +1,34 @@
+//! # ltre-core
+//!
+//! The model side of ltre: BERT encoders built as ONNX graphs in Rust and run by ONNX Runtime,
+//! plus everything LTRe training needs on the query tower.
+//!
+//! - [`checkpoint`]: reads a Hugging Face BERT checkpoint (`config.json`, `model.safetensors`).
+//! - [`graph`]: an ONNX graph builder with symbolic shapes and reverse-mode autodiff.
+//! - [`bert`]: the BERT encoder written once over the graph builder (inference and training).
+//! - [`export`]: writes an exported model directory (`model.onnx`, `manifest.json`, tokenizer,
+//!   optionally `train.onnx`).
+//! - [`runtime`]: finds and initialises the ONNX Runtime shared library.
+//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out.
+//! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
+//! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors).
+//! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
+pub mod bert;
+pub mod checkpoint;
+pub mod data;
+pub mod encoder;
+pub mod error;
+pub mod export;
+pub mod graph;
+pub mod manifest;
+pub mod metrics;
+pub mod onnx;
+pub mod optim;
+pub mod params;
+pub mod runtime;
+pub mod train_step;
+pub mod trainer;
+
+pub use encoder::Encoder;
+pub use error::{Error, Result};
+pub use manifest::Manifest;
