@@ -1,1 +1,61 @@
-fn main() {}
+//! `ltre-cli`: export BERT checkpoints to ONNX, embed text, index and search with Tantivy,
+//! train query encoders with LTRe and evaluate them.
+use clap::{Parser, Subcommand};
+
+mod embed;
+mod encoder_cmd;
+mod eval;
+mod export;
+mod index;
+mod search;
+mod train;
+
+#[derive(Parser)]
+#[command(name = "ltre-cli", version, about = "LTRe dense retrieval for Tantivy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build ONNX graphs (inference, and with --train the query tower's gradient graph) from a
+    /// Hugging Face BERT checkpoint.
+    ExportOnnx(export::Args),
+    /// Print embeddings of texts as JSON.
+    Embed(embed::Args),
+    /// Index a BEIR corpus.jsonl into a Tantivy index with a dense field.
+    Index(index::Args),
+    /// Search an index (bm25, dense or hybrid).
+    Search(search::Args),
+    /// Evaluate retrieval against qrels (nDCG@10, MRR@10, Recall@100).
+    Eval(eval::Args),
+    /// Fine-tune the query encoder with LTRe (documents stay fixed).
+    Train(train::Args),
+    /// List, activate or roll back the query encoders stored in an index.
+    Encoder(encoder_cmd::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LTRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ExportOnnx(a) => export::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Index(a) => index::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Encoder(a) => encoder_cmd::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,9 @@
+//! TODO: being written.
+
+/// Arguments.
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}
