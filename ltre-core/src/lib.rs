@@ -31,6 +31,6 @@ pub mod runtime;
 pub mod train_step;
 pub mod trainer;
 
-pub use encoder::Encoder;
+// pub use encoder::Encoder; (lands with the encoder)
 pub use error::{Error, Result};
 pub use manifest::Manifest;

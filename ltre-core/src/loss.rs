@@ -64,8 +64,14 @@ pub fn ltre_loss(
     rr_cut: usize,
 ) -> Option<QueryLoss> {
     let t = temperature as f64;
-    let scores: Vec<f64> = candidates.iter().map(|c| t * docs.row(c.doc).dot(&q) as f64).collect();
-    let rr: Vec<f64> = candidates.iter().map(|c| reciprocal_rank(c.rank, rr_cut)).collect();
+    let scores: Vec<f64> = candidates
+        .iter()
+        .map(|c| t * docs.row(c.doc).dot(&q) as f64)
+        .collect();
+    let rr: Vec<f64> = candidates
+        .iter()
+        .map(|c| reciprocal_rank(c.rank, rr_cut))
+        .collect();
     // Coefficient of each candidate's score in dL/ds, accumulated over pairs.
     let mut coef = vec![0f64; candidates.len()];
     let (mut loss, mut wsum, mut pairs) = (0f64, 0f64, 0usize);
@@ -95,14 +101,26 @@ pub fn ltre_loss(
             grad.scaled_add(k * t / wsum, &docs.row(c.doc).mapv(f64::from));
         }
     }
-    Some(QueryLoss { loss: (loss / wsum) as f32, grad: grad.mapv(|x| x as f32), pairs })
+    Some(QueryLoss {
+        loss: (loss / wsum) as f32,
+        grad: grad.mapv(|x| x as f32),
+        pairs,
+    })
 }
 
 /// Softmax cross-entropy of the logits `t <q, d_k>` with target index 0 (`docs_rows[0]` is
 /// the positive), over the rows named in `rows`.
-pub fn softmax_ce(q: ArrayView1<f32>, rows: &[usize], docs: ArrayView2<f32>, temperature: f32) -> QueryLoss {
+pub fn softmax_ce(
+    q: ArrayView1<f32>,
+    rows: &[usize],
+    docs: ArrayView2<f32>,
+    temperature: f32,
+) -> QueryLoss {
     let t = temperature as f64;
-    let logits: Vec<f64> = rows.iter().map(|&r| t * docs.row(r).dot(&q) as f64).collect();
+    let logits: Vec<f64> = rows
+        .iter()
+        .map(|&r| t * docs.row(r).dot(&q) as f64)
+        .collect();
     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
     let z: f64 = exps.iter().sum();
@@ -112,7 +130,11 @@ pub fn softmax_ce(q: ArrayView1<f32>, rows: &[usize], docs: ArrayView2<f32>, tem
         let p = e / z - if k == 0 { 1.0 } else { 0.0 };
         grad.scaled_add(p * t, &docs.row(r).mapv(f64::from));
     }
-    QueryLoss { loss: loss as f32, grad: grad.mapv(|x| x as f32), pairs: rows.len() - 1 }
+    QueryLoss {
+        loss: loss as f32,
+        grad: grad.mapv(|x| x as f32),
+        pairs: rows.len() - 1,
+    }
 }
 
 /// In-batch negatives: query `b`'s positive is `positives[b]`; the other queries' positives
@@ -175,7 +197,13 @@ mod tests {
     use ndarray::array;
 
     fn docs() -> Array2<f32> {
-        array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8], [0.3, 0.3, 0.9]]
+        array![
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.6, 0.8, 0.0],
+            [0.0, 0.6, 0.8],
+            [0.3, 0.3, 0.9]
+        ]
     }
 
     fn numeric_grad(f: impl Fn(ArrayView1<f32>) -> f32, q: &Array1<f32>) -> Array1<f32> {
@@ -195,23 +223,58 @@ mod tests {
         let q = array![0.1f32, 0.9, 0.4];
         // The relevant document 0 is ranked 4th, below three irrelevant ones.
         let cands = [
-            Candidate { doc: 1, rank: Some(1), relevant: false },
-            Candidate { doc: 2, rank: Some(2), relevant: false },
-            Candidate { doc: 3, rank: Some(3), relevant: false },
-            Candidate { doc: 0, rank: Some(4), relevant: true },
-            Candidate { doc: 4, rank: None, relevant: true },
+            Candidate {
+                doc: 1,
+                rank: Some(1),
+                relevant: false,
+            },
+            Candidate {
+                doc: 2,
+                rank: Some(2),
+                relevant: false,
+            },
+            Candidate {
+                doc: 3,
+                rank: Some(3),
+                relevant: false,
+            },
+            Candidate {
+                doc: 0,
+                rank: Some(4),
+                relevant: true,
+            },
+            Candidate {
+                doc: 4,
+                rank: None,
+                relevant: true,
+            },
         ];
         let l = ltre_loss(q.view(), &cands, d.view(), 5.0, 200).unwrap();
-        let num = numeric_grad(|q| ltre_loss(q, &cands, d.view(), 5.0, 200).unwrap().loss, &q);
+        let num = numeric_grad(
+            |q| ltre_loss(q, &cands, d.view(), 5.0, 200).unwrap().loss,
+            &q,
+        );
         for (a, b) in l.grad.iter().zip(num.iter()) {
             assert!((a - b).abs() < 1e-3, "analytic {a} vs numeric {b}");
         }
         // A small step against the gradient raises the relevant document's score relative to
         // the irrelevant ones (the sign the authors' first public code had wrong).
         let q2 = &q - &(&l.grad * 0.05);
-        let margin = |q: &Array1<f32>| d.row(0).dot(q) - d.row(1).dot(q).max(d.row(2).dot(q)).max(d.row(3).dot(q));
-        assert!(margin(&q2) > margin(&q), "{} -> {}", margin(&q), margin(&q2));
-        assert!(ltre_loss(q2.view(), &cands, d.view(), 5.0, 200).unwrap().loss < l.loss);
+        let margin = |q: &Array1<f32>| {
+            d.row(0).dot(q) - d.row(1).dot(q).max(d.row(2).dot(q)).max(d.row(3).dot(q))
+        };
+        assert!(
+            margin(&q2) > margin(&q),
+            "{} -> {}",
+            margin(&q),
+            margin(&q2)
+        );
+        assert!(
+            ltre_loss(q2.view(), &cands, d.view(), 5.0, 200)
+                .unwrap()
+                .loss
+                < l.loss
+        );
     }
 
     #[test]
@@ -223,12 +286,24 @@ mod tests {
         let q = array![0.5f32, 0.5, 0.5];
         // Both beyond the cut: weight 0, so no informative pair.
         let cands = [
-            Candidate { doc: 0, rank: Some(20), relevant: true },
-            Candidate { doc: 1, rank: Some(30), relevant: false },
+            Candidate {
+                doc: 0,
+                rank: Some(20),
+                relevant: true,
+            },
+            Candidate {
+                doc: 1,
+                rank: Some(30),
+                relevant: false,
+            },
         ];
         assert!(ltre_loss(q.view(), &cands, d.view(), 20.0, 10).is_none());
         // Only relevant candidates: nothing to learn.
-        let cands = [Candidate { doc: 0, rank: Some(1), relevant: true }];
+        let cands = [Candidate {
+            doc: 0,
+            rank: Some(1),
+            relevant: true,
+        }];
         assert!(ltre_loss(q.view(), &cands, d.view(), 20.0, 10).is_none());
     }
 
@@ -237,7 +312,10 @@ mod tests {
         let d = docs();
         let q = array![0.2f32, -0.3, 0.7];
         let l = sampled_negatives_loss(q.view(), 4, &[0, 1, 2], d.view(), 3.0);
-        let num = numeric_grad(|q| sampled_negatives_loss(q, 4, &[0, 1, 2], d.view(), 3.0).loss, &q);
+        let num = numeric_grad(
+            |q| sampled_negatives_loss(q, 4, &[0, 1, 2], d.view(), 3.0).loss,
+            &q,
+        );
         for (a, b) in l.grad.iter().zip(num.iter()) {
             assert!((a - b).abs() < 1e-3, "analytic {a} vs numeric {b}");
         }
@@ -253,7 +331,11 @@ mod tests {
 
     #[test]
     fn batch_gradient_averages_over_queries_with_a_loss() {
-        let a = QueryLoss { loss: 2.0, grad: array![1.0, 2.0], pairs: 1 };
+        let a = QueryLoss {
+            loss: 2.0,
+            grad: array![1.0, 2.0],
+            pairs: 1,
+        };
         let (loss, g) = batch_gradient(&[Some(a), None], 2);
         assert_eq!(loss, 2.0);
         assert_eq!(g, array![[1.0, 2.0], [0.0, 0.0]]);

@@ -80,7 +80,10 @@ impl AdamWConfig {
         }
         if let Some(c) = self.max_grad_norm {
             if !(c > 0.0) {
-                return bad("max_grad_norm", "must be positive (omit it to disable clipping)");
+                return bad(
+                    "max_grad_norm",
+                    "must be positive (omit it to disable clipping)",
+                );
             }
         }
         Ok(())
@@ -122,7 +125,12 @@ impl AdamW {
     /// A fresh optimizer.
     pub fn new(config: AdamWConfig) -> Result<AdamW> {
         config.validate()?;
-        Ok(AdamW { config, step: 0, m: BTreeMap::new(), v: BTreeMap::new() })
+        Ok(AdamW {
+            config,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        })
     }
 
     /// The configuration.
@@ -167,16 +175,21 @@ impl AdamW {
         };
         let t = (self.step + 1) as i32;
         let lr = self.config.lr_at(self.step + 1);
-        let (b1, b2, eps, wd) = (self.config.beta1, self.config.beta2, self.config.eps, self.config.weight_decay);
+        let (b1, b2, eps, wd) = (
+            self.config.beta1,
+            self.config.beta2,
+            self.config.eps,
+            self.config.weight_decay,
+        );
         let bc1 = 1.0 - b1.powi(t);
         let bc2 = 1.0 - b2.powi(t);
         let step_size = lr / bc1;
         let bc2_sqrt = bc2.sqrt();
 
         for (name, g) in grads {
-            let p = params
-                .get(name)
-                .ok_or_else(|| Error::Invalid(format!("gradient for unknown parameter `{name}`")))?;
+            let p = params.get(name).ok_or_else(|| {
+                Error::Invalid(format!("gradient for unknown parameter `{name}`"))
+            })?;
             if p.shape() != g.shape() {
                 return Err(Error::Invalid(format!(
                     "gradient for `{name}` has shape {:?}, parameter has {:?}",
@@ -194,8 +207,11 @@ impl AdamW {
         self.step += 1;
         let names: Vec<String> = self.m.keys().cloned().collect();
         for name in names {
-            let (Some(m), Some(v), Some(p)) = (self.m.get_mut(&name), self.v.get_mut(&name), params.get_mut(&name))
-            else {
+            let (Some(m), Some(v), Some(p)) = (
+                self.m.get_mut(&name),
+                self.v.get_mut(&name),
+                params.get_mut(&name),
+            ) else {
                 continue;
             };
             let decay = if decays(&name) { 1.0 - lr * wd } else { 1.0 };
@@ -207,11 +223,23 @@ impl AdamW {
                 *p -= step_size * *m / ((*v).sqrt() / bc2_sqrt + eps);
             };
             match grads.get(&name) {
-                Some(g) => Zip::from(p).and(m).and(v).and(g).par_for_each(|p, m, v, &g| update(p, m, v, g)),
-                None => Zip::from(p).and(m).and(v).par_for_each(|p, m, v| update(p, m, v, 0.0)),
+                Some(g) => Zip::from(p)
+                    .and(m)
+                    .and(v)
+                    .and(g)
+                    .par_for_each(|p, m, v, &g| update(p, m, v, g)),
+                None => Zip::from(p)
+                    .and(m)
+                    .and(v)
+                    .par_for_each(|p, m, v| update(p, m, v, 0.0)),
             }
         }
-        Ok(StepStats { step: self.step, lr, grad_norm, clipped: scale < 1.0 })
+        Ok(StepStats {
+            step: self.step,
+            lr,
+            grad_norm,
+            clipped: scale < 1.0,
+        })
     }
 
     /// Saves the moments and step counter as safetensors (`m.<name>`, `v.<name>`, step in the
@@ -224,7 +252,10 @@ impl AdamW {
         for (n, a) in &self.v {
             store.insert(&format!("v.{n}"), a.clone());
         }
-        store.insert("step", ArrayD::from_elem(ndarray::IxDyn(&[1]), self.step as f32));
+        store.insert(
+            "step",
+            ArrayD::from_elem(ndarray::IxDyn(&[1]), self.step as f32),
+        );
         store.save(path)
     }
 
@@ -243,7 +274,10 @@ impl AdamW {
             }
         }
         if opt.m.len() != opt.v.len() {
-            return Err(Error::bad_file(path, "optimizer state has unmatched m./v. tensors; delete it to restart"));
+            return Err(Error::bad_file(
+                path,
+                "optimizer state has unmatched m./v. tensors; delete it to restart",
+            ));
         }
         Ok(opt)
     }
@@ -263,7 +297,12 @@ mod tests {
     #[test]
     fn first_step_matches_hand_computed_adamw() {
         // With bias correction, step 1 moves each weight by lr * sign(g) (plus decay).
-        let cfg = AdamWConfig { lr: 0.1, weight_decay: 0.5, max_grad_norm: None, ..Default::default() };
+        let cfg = AdamWConfig {
+            lr: 0.1,
+            weight_decay: 0.5,
+            max_grad_norm: None,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(cfg).unwrap();
         let mut p = store(&[1.0, -2.0]);
         let mut g = Gradients::new();
@@ -277,7 +316,12 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
-        let cfg = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 12, ..Default::default() };
+        let cfg = AdamWConfig {
+            lr: 1.0,
+            warmup_steps: 4,
+            total_steps: 12,
+            ..Default::default()
+        };
         assert_eq!(cfg.lr_at(1), 0.25);
         assert_eq!(cfg.lr_at(4), 1.0);
         assert_eq!(cfg.lr_at(8), 0.5);
@@ -286,7 +330,11 @@ mod tests {
 
     #[test]
     fn clipping_bounds_the_norm_and_bias_is_not_decayed() {
-        let cfg = AdamWConfig { lr: 0.01, max_grad_norm: Some(1.0), ..Default::default() };
+        let cfg = AdamWConfig {
+            lr: 0.01,
+            max_grad_norm: Some(1.0),
+            ..Default::default()
+        };
         let mut opt = AdamW::new(cfg).unwrap();
         let mut p = ParamStore::new();
         p.insert("layer.bias", arr1(&[1.0f32]).into_dyn());
@@ -294,7 +342,11 @@ mod tests {
         g.insert("layer.bias".into(), arr1(&[0.0f32]).into_dyn());
         let s = opt.step(&mut p, &g).unwrap();
         assert!(!s.clipped);
-        assert_eq!(p.get("layer.bias").unwrap()[[0]], 1.0, "zero grad + no decay leaves a bias alone");
+        assert_eq!(
+            p.get("layer.bias").unwrap()[[0]],
+            1.0,
+            "zero grad + no decay leaves a bias alone"
+        );
         g.insert("layer.bias".into(), arr1(&[30.0f32]).into_dyn());
         let s = opt.step(&mut p, &g).unwrap();
         assert!(s.clipped && (s.grad_norm - 30.0).abs() < 1e-4);
@@ -302,10 +354,20 @@ mod tests {
 
     #[test]
     fn minimises_a_quadratic() {
-        let cfg = AdamWConfig { lr: 0.05, weight_decay: 0.0, ..Default::default() };
+        let cfg = AdamWConfig {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(cfg).unwrap();
         let mut p = store(&[3.0, -1.5, 0.7]);
-        let loss = |p: &ParamStore| p.get("w").unwrap().iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>();
+        let loss = |p: &ParamStore| {
+            p.get("w")
+                .unwrap()
+                .iter()
+                .map(|x| (x - 0.5) * (x - 0.5))
+                .sum::<f32>()
+        };
         let before = loss(&p);
         for _ in 0..200 {
             let g = p.get("w").unwrap().mapv(|x| 2.0 * (x - 0.5));
@@ -339,13 +401,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_config_and_non_finite_gradients() {
-        assert!(AdamW::new(AdamWConfig { lr: -1.0, ..Default::default() }).is_err());
+        assert!(AdamW::new(AdamWConfig {
+            lr: -1.0,
+            ..Default::default()
+        })
+        .is_err());
         let mut opt = AdamW::new(AdamWConfig::default()).unwrap();
         let mut p = store(&[1.0]);
         let mut g = Gradients::new();
         g.insert("w".into(), arr1(&[f32::NAN]).into_dyn());
         let err = opt.step(&mut p, &g).unwrap_err().to_string();
         assert!(err.contains("diverged"), "{err}");
-        assert_eq!(p.get("w").unwrap()[[0]], 1.0, "a failed step must not touch parameters");
+        assert_eq!(
+            p.get("w").unwrap()[[0]],
+            1.0,
+            "a failed step must not touch parameters"
+        );
     }
 }

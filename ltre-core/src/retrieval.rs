@@ -29,7 +29,10 @@ pub struct DocumentIndex {
 
 impl std::fmt::Debug for DocumentIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocumentIndex").field("docs", &self.vectors.nrows()).field("spec", &self.spec).finish()
+        f.debug_struct("DocumentIndex")
+            .field("docs", &self.vectors.nrows())
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -45,23 +48,38 @@ impl DocumentIndex {
             return Err(Error::Invalid("no document vectors to index".into()));
         }
         if vectors.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Invalid("document vectors contain NaN or infinity".into()));
+            return Err(Error::Invalid(
+                "document vectors contain NaN or infinity".into(),
+            ));
         }
         let vectors = vectors.as_standard_layout().into_owned();
         let d = vectors.ncols() as u32;
         let mut index = faiss::index_factory(d, spec, MetricType::InnerProduct).map_err(|e| {
-            Error::Invalid(format!("Faiss index spec `{spec}` is not valid ({e}); use e.g. `Flat` or `IVF256,PQ48np`"))
+            Error::Invalid(format!(
+                "Faiss index spec `{spec}` is not valid ({e}); use e.g. `Flat` or `IVF256,PQ48np`"
+            ))
         })?;
-        let data = vectors.as_slice().ok_or_else(|| Error::Invalid("vectors not contiguous".into()))?;
+        let data = vectors
+            .as_slice()
+            .ok_or_else(|| Error::Invalid("vectors not contiguous".into()))?;
         if !index.is_trained() {
-            index.train(data).map_err(|e| faiss_err("training the index", e))?;
+            index
+                .train(data)
+                .map_err(|e| faiss_err("training the index", e))?;
         }
-        index.add(data).map_err(|e| faiss_err("adding vectors", e))?;
+        index
+            .add(data)
+            .map_err(|e| faiss_err("adding vectors", e))?;
         if spec.contains("IVF") {
             let ps = ParameterSpace::new().map_err(|e| faiss_err("parameter space", e))?;
-            ps.set_index_parameter(&index, "nprobe", nprobe as f64).map_err(|e| faiss_err("setting nprobe", e))?;
+            ps.set_index_parameter(&index, "nprobe", nprobe as f64)
+                .map_err(|e| faiss_err("setting nprobe", e))?;
         }
-        Ok(DocumentIndex { vectors, index, spec: spec.to_string() })
+        Ok(DocumentIndex {
+            vectors,
+            index,
+            spec: spec.to_string(),
+        })
     }
 
     /// The factory string.
@@ -95,8 +113,13 @@ impl DocumentIndex {
         }
         let k = k.min(self.len());
         let q = queries.as_standard_layout();
-        let q = q.as_slice().ok_or_else(|| Error::Invalid("queries not contiguous".into()))?;
-        let res = self.index.search(q, k).map_err(|e| faiss_err("search", e))?;
+        let q = q
+            .as_slice()
+            .ok_or_else(|| Error::Invalid("queries not contiguous".into()))?;
+        let res = self
+            .index
+            .search(q, k)
+            .map_err(|e| faiss_err("search", e))?;
         Ok(res
             .labels
             .chunks(k.max(1))
@@ -105,7 +128,12 @@ impl DocumentIndex {
                 labels
                     .iter()
                     .zip(scores)
-                    .filter_map(|(l, &s)| l.get().map(|d| Hit { doc: d as usize, score: s }))
+                    .filter_map(|(l, &s)| {
+                        l.get().map(|d| Hit {
+                            doc: d as usize,
+                            score: s,
+                        })
+                    })
                     .collect()
             })
             .collect())
@@ -148,7 +176,9 @@ mod tests {
         let mut idx = DocumentIndex::build(docs.clone(), "Flat", 1).unwrap();
         let hits = idx.search(queries.view(), 10).unwrap();
         for (qi, h) in hits.iter().enumerate() {
-            let mut exact: Vec<(usize, f32)> = (0..300).map(|d| (d, docs.row(d).dot(&queries.row(qi)))).collect();
+            let mut exact: Vec<(usize, f32)> = (0..300)
+                .map(|d| (d, docs.row(d).dot(&queries.row(qi))))
+                .collect();
             exact.sort_by(|a, b| b.1.total_cmp(&a.1));
             assert_eq!(h[0].doc, exact[0].0);
             assert!((h[0].score - exact[0].1).abs() < 1e-5);
@@ -161,9 +191,15 @@ mod tests {
         let docs = random(600, 16, 3);
         let mut idx = DocumentIndex::build(docs.clone(), "IVF8,PQ4np", 8).unwrap();
         let hits = idx.search(docs.slice(ndarray::s![0..20, ..]), 5).unwrap();
-        let found = hits.iter().enumerate().filter(|(i, h)| h.iter().any(|x| x.doc == *i)).count();
+        let found = hits
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| h.iter().any(|x| x.doc == *i))
+            .count();
         assert!(found >= 16, "self-recall@5 {found}/20");
-        let err = DocumentIndex::build(docs, "NoSuchIndex", 1).unwrap_err().to_string();
+        let err = DocumentIndex::build(docs, "NoSuchIndex", 1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NoSuchIndex"), "{err}");
     }
 }
