@@ -13,6 +13,7 @@
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
 //! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors).
 //! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
+//! - [`testing`]: a tiny random BERT checkpoint for tests.
 pub mod bert;
 pub mod checkpoint;
 pub mod data;
@@ -28,6 +29,7 @@ pub mod optim;
 pub mod params;
 pub mod retrieval;
 pub mod runtime;
+pub mod testing;
 pub mod train_step;
 pub mod trainer;
 

@@ -90,3 +90,10 @@ pub fn init() -> Result<PathBuf> {
     .clone()
     .map_err(Error::Runtime)
 }
+
+/// The process-wide ONNX Runtime environment (sessions are built from it with
+/// `ort::session::Session::builder(env)`), loading the library first if needed.
+pub fn environment() -> Result<&'static ort::environment::Environment> {
+    init()?;
+    ENV.get().ok_or_else(|| Error::Runtime("ONNX Runtime environment was not created".into()))
+}
