@@ -9,7 +9,7 @@
 //! - [`export`]: writes an exported model directory (`model.onnx`, `manifest.json`, tokenizer,
 //!   optionally `train.onnx`).
 //! - [`runtime`]: finds and initialises the ONNX Runtime shared library.
-//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out.
+//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out; [`tokenize`]: its tokenizer.
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
 //! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors).
 //! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
@@ -26,6 +26,7 @@ pub mod onnx;
 pub mod optim;
 pub mod params;
 pub mod runtime;
+pub mod tokenize;
 pub mod train_step;
 pub mod trainer;
 
