@@ -9,7 +9,7 @@
 //! - [`export`]: writes an exported model directory (`model.onnx`, `manifest.json`, tokenizer,
 //!   optionally `train.onnx`).
 //! - [`runtime`]: finds and initialises the ONNX Runtime shared library.
-//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out.
+//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out; [`tokenize`]: its tokenizer.
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
 //! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors).
 //! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
@@ -30,9 +30,10 @@ pub mod params;
 pub mod retrieval;
 pub mod runtime;
 pub mod testing;
+pub mod tokenize;
 pub mod train_step;
 pub mod trainer;
 
-// pub use encoder::Encoder; (lands with the encoder)
+pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use manifest::Manifest;

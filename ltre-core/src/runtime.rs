@@ -91,9 +91,10 @@ pub fn init() -> Result<PathBuf> {
     .map_err(Error::Runtime)
 }
 
-/// The process-wide ONNX Runtime environment (sessions are built from it with
-/// `ort::session::Session::builder(env)`), loading the library first if needed.
+/// The process-wide ONNX Runtime environment that sessions are built from (loads the library
+/// first, see [`init`]).
 pub fn environment() -> Result<&'static ort::environment::Environment> {
     init()?;
-    ENV.get().ok_or_else(|| Error::Runtime("ONNX Runtime environment was not created".into()))
+    ENV.get()
+        .ok_or_else(|| Error::Runtime("the ONNX Runtime environment was not created".to_string()))
 }
