@@ -1,9 +1,109 @@
-//! TODO: being written.
+//! `ltre-cli export-onnx`: Hugging Face BERT checkpoint -> exported model directory.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ltre_core::export::{export_checkpoint, ExportOptions};
+use ltre_core::manifest::{Pooling, WordEmbeddingGrad};
+
+/// Pooling choice on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PoolingArg {
+    /// Masked mean over tokens.
+    Mean,
+    /// The `[CLS]` token.
+    Cls,
+}
+
+/// Word-embedding gradient mode on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum WordEmbeddingsArg {
+    /// Per-token gradient rows, scattered into the table in Rust.
+    Sparse,
+    /// No gradient: the table stays fixed.
+    Frozen,
+}
 
 /// Arguments.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output directory (replaced atomically if it holds an older export).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pooling [default: from 1_Pooling/config.json, else mean].
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
+    /// L2-normalise embeddings [default: when modules.json lists Normalize].
+    #[arg(long, conflicts_with = "no_normalize")]
+    pub normalize: bool,
+    /// Do not L2-normalise embeddings.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Query truncation length in tokens [default: 64].
+    #[arg(long)]
+    pub query_max_length: Option<usize>,
+    /// Document truncation length in tokens [default: sentence_bert_config.json, else 512].
+    #[arg(long)]
+    pub document_max_length: Option<usize>,
+    /// Also write train.onnx and train_forward.onnx (query-tower gradients).
+    #[arg(long)]
+    pub train: bool,
+    /// Word-embedding gradients in the training graph.
+    #[arg(long, value_enum, default_value = "sparse", requires = "train")]
+    pub word_embeddings: WordEmbeddingsArg,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Runs the export and prints a summary.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = ExportOptions {
+        pooling: args.pooling.map(|p| match p {
+            PoolingArg::Mean => Pooling::Mean,
+            PoolingArg::Cls => Pooling::Cls,
+        }),
+        normalize: match (args.normalize, args.no_normalize) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        query_max_length: args.query_max_length,
+        document_max_length: args.document_max_length,
+        train: args.train.then_some(match args.word_embeddings {
+            WordEmbeddingsArg::Sparse => WordEmbeddingGrad::Sparse,
+            WordEmbeddingsArg::Frozen => WordEmbeddingGrad::Frozen,
+        }),
+    };
+    let m = export_checkpoint(&args.model, &args.out, &opts).with_context(|| {
+        format!(
+            "exporting {} to {}",
+            args.model.display(),
+            args.out.display()
+        )
+    })?;
+    let a = &m.architecture;
+    println!(
+        "exported {} -> {}\n  bert: {} layers, hidden {}, {} heads, vocab {}\n  embedding: dim {}, {:?} pooling, normalize {}\n  max length: query {}, document {}",
+        args.model.display(),
+        args.out.display(),
+        a.num_hidden_layers,
+        a.hidden_size,
+        a.num_attention_heads,
+        a.vocab_size,
+        m.embedding_dim,
+        m.pooling,
+        m.normalize,
+        m.query_max_length,
+        m.document_max_length
+    );
+    if let Some(t) = &m.train {
+        println!(
+            "  training: {} + {} ({} parameters, word embeddings {:?})",
+            t.file,
+            t.forward_file,
+            t.parameters.len(),
+            t.word_embeddings
+        );
+    }
+    Ok(())
 }

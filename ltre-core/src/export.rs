@@ -1,1 +1,335 @@
-//! TODO: being written.
+//! Writes an exported model directory: `model.onnx`, `manifest.json`, `tokenizer.json`,
+//! `config.json`, `model.safetensors`, and with training enabled `train.onnx` and
+//! `train_forward.onnx` (see [`crate::manifest`] for the contract).
+//!
+//! Exports are atomic: everything is written into a hidden sibling directory which is renamed
+//! into place only when complete, replacing an older export only then. On any error nothing is
+//! left at the destination.
+//!
+//! ```no_run
+//! use ltre_core::export::{export_checkpoint, ExportOptions};
+//!
+//! let manifest = export_checkpoint(
+//!     ".ltre/models/all-MiniLM-L6-v2".as_ref(),
+//!     "/tmp/minilm".as_ref(),
+//!     &ExportOptions::default(),
+//! )?;
+//! assert_eq!(manifest.embedding_dim, 384);
+//! # Ok::<(), ltre_core::Error>(())
+//! ```
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::bert::{build_encoder, EncoderSpec, ParamSource};
+use crate::checkpoint::{BertConfig, Checkpoint};
+use crate::manifest::{
+    Manifest, Pooling, TrainGraphInfo, WordEmbeddingGrad, CONFIG_FILE, INFERENCE_GRAPH_FILE,
+    TOKENIZER_FILE, TRAIN_FORWARD_GRAPH_FILE, TRAIN_GRAPH_FILE, WEIGHTS_FILE,
+};
+use crate::onnx::{ModelProto, OPSET};
+use crate::params::ParamStore;
+use crate::{Error, Result};
+
+/// Default truncation length for queries.
+pub const DEFAULT_QUERY_MAX_LENGTH: usize = 64;
+/// Default truncation length for documents when the checkpoint does not say.
+pub const DEFAULT_DOCUMENT_MAX_LENGTH: usize = 512;
+
+/// What the manifest records about graph optimisation, as observed with ONNX Runtime 1.31.1
+/// (`optimized_model_filepath` on the MiniLM export).
+pub const GRAPH_OPTIMIZATION: &str = "ORT GraphOptimizationLevel::Level3 at session creation; the graph \
+uses only ai.onnx opset-17 ops (native LayerNormalization); on the CPU provider ORT fuses the erf-GELU \
+with its bias into BiasGelu and the attention scale into FusedMatMul (no Attention or \
+SkipLayerNormalization fusion applies)";
+
+/// Export choices; `None` takes the checkpoint's hint, then the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportOptions {
+    /// Pooling (hint: `1_Pooling/config.json`; default mean).
+    pub pooling: Option<Pooling>,
+    /// L2-normalise embeddings (hint: a `Normalize` module in `modules.json`; default false).
+    pub normalize: Option<bool>,
+    /// Query truncation length (default 64).
+    pub query_max_length: Option<usize>,
+    /// Document truncation length (hint: `sentence_bert_config.json`; default 512), capped at
+    /// `max_position_embeddings`.
+    pub document_max_length: Option<usize>,
+    /// Also write the training graphs, with this word-embedding gradient mode.
+    pub train: Option<WordEmbeddingGrad>,
+}
+
+/// Fully resolved export settings, as [`export_params`] takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSettings {
+    /// Pooling.
+    pub pooling: Pooling,
+    /// L2-normalise embeddings.
+    pub normalize: bool,
+    /// Query truncation length.
+    pub query_max_length: usize,
+    /// Document truncation length.
+    pub document_max_length: usize,
+    /// Training graphs to write, if any.
+    pub train: Option<WordEmbeddingGrad>,
+    /// Recorded as the manifest's `source`.
+    pub source: String,
+}
+
+impl ExportSettings {
+    /// The pooling/normalisation part.
+    pub fn encoder_spec(&self) -> EncoderSpec {
+        EncoderSpec {
+            pooling: self.pooling,
+            normalize: self.normalize,
+        }
+    }
+}
+
+fn check_length(flag: &str, n: usize, config: &BertConfig) -> Result<usize> {
+    if n < 2 {
+        return Err(Error::Invalid(format!(
+            "{flag} {n} is too short: [CLS] and [SEP] alone take 2 tokens"
+        )));
+    }
+    if n > config.max_position_embeddings {
+        return Err(Error::Invalid(format!(
+            "{flag} {n} exceeds the checkpoint's max_position_embeddings ({}); use at most that",
+            config.max_position_embeddings
+        )));
+    }
+    Ok(n)
+}
+
+/// Resolves options against a checkpoint's hints.
+pub fn resolve_settings(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<ExportSettings> {
+    let config = &ckpt.config;
+    let pooling = match (
+        opts.pooling,
+        ckpt.hints.pooling,
+        &ckpt.hints.unsupported_pooling,
+    ) {
+        (Some(p), _, _) => p,
+        (None, _, Some(problem)) => return Err(Error::Invalid(problem.clone())),
+        (None, Some(p), None) => p,
+        (None, None, None) => Pooling::Mean,
+    };
+    let normalize = opts.normalize.or(ckpt.hints.normalize).unwrap_or(false);
+    let query_max_length = match opts.query_max_length {
+        Some(n) => check_length("--query-max-length", n, config)?,
+        None => DEFAULT_QUERY_MAX_LENGTH.min(config.max_position_embeddings),
+    };
+    let document_max_length = match opts.document_max_length {
+        Some(n) => check_length("--document-max-length", n, config)?,
+        None => ckpt
+            .hints
+            .max_seq_length
+            .unwrap_or(DEFAULT_DOCUMENT_MAX_LENGTH)
+            .min(config.max_position_embeddings),
+    };
+    let source = std::fs::canonicalize(&ckpt.dir)
+        .unwrap_or_else(|_| ckpt.dir.clone())
+        .display()
+        .to_string();
+    Ok(ExportSettings {
+        pooling,
+        normalize,
+        query_max_length,
+        document_max_length,
+        train: opts.train,
+        source,
+    })
+}
+
+/// Loads a Hugging Face checkpoint and exports it to `out`.
+pub fn export_checkpoint(model_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
+    let ckpt = Checkpoint::load(model_dir)?;
+    let settings = resolve_settings(&ckpt, opts)?;
+    export_params(
+        &ckpt.config,
+        &ckpt.params,
+        &ckpt.tokenizer_path(),
+        &settings,
+        out,
+    )
+}
+
+/// The inference graph with the parameters as initializers.
+pub fn inference_graph(
+    config: &BertConfig,
+    params: &ParamStore,
+    spec: EncoderSpec,
+) -> Result<ModelProto> {
+    Ok(
+        build_encoder(config, &ParamSource::Initializers(params), spec)?
+            .graph
+            .to_model(),
+    )
+}
+
+/// Exports `params` (e.g. freshly trained ones) with `config` and the tokenizer to `out`.
+pub fn export_params(
+    config: &BertConfig,
+    params: &ParamStore,
+    tokenizer_json: &Path,
+    settings: &ExportSettings,
+    out: &Path,
+) -> Result<Manifest> {
+    config.check_params(params, Path::new(WEIGHTS_FILE))?;
+    if !tokenizer_json.is_file() {
+        return Err(Error::Checkpoint {
+            path: tokenizer_json.into(),
+            message: "tokenizer.json not found: ltre needs the fast-tokenizer file \
+                      (write it with `AutoTokenizer.from_pretrained(...).save_pretrained(dir)`)"
+                .into(),
+        });
+    }
+    tokenizers::Tokenizer::from_file(tokenizer_json)
+        .map_err(|e| Error::bad_file(tokenizer_json, format!("not a valid tokenizer.json: {e}")))?;
+    let spec = settings.encoder_spec();
+    let model = inference_graph(config, params, spec)?;
+    let train = match settings.train {
+        Some(mode) => Some((mode, training_graphs(config, spec, mode)?)),
+        None => None,
+    };
+    write_dir_atomically(out, |dir| {
+        let weights = dir.join(WEIGHTS_FILE);
+        params.save(&weights)?;
+        let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
+        let weights_sha256 = hex::encode(Sha256::digest(&bytes));
+        write_model(&dir.join(INFERENCE_GRAPH_FILE), &model)?;
+        let train_info = match &train {
+            Some((mode, graphs)) => {
+                write_model(&dir.join(TRAIN_GRAPH_FILE), &graphs.train)?;
+                write_model(&dir.join(TRAIN_FORWARD_GRAPH_FILE), &graphs.forward)?;
+                Some(TrainGraphInfo {
+                    file: TRAIN_GRAPH_FILE.into(),
+                    forward_file: TRAIN_FORWARD_GRAPH_FILE.into(),
+                    parameters: graphs.parameters.clone(),
+                    word_embeddings: *mode,
+                })
+            }
+            None => None,
+        };
+        let tok = dir.join(TOKENIZER_FILE);
+        std::fs::copy(tokenizer_json, &tok).map_err(|e| Error::io(tokenizer_json, e))?;
+        let cfg = dir.join(CONFIG_FILE);
+        std::fs::write(&cfg, config.to_json()?).map_err(|e| Error::io(&cfg, e))?;
+        let manifest = Manifest {
+            format_version: 1,
+            architecture: config.architecture(),
+            embedding_dim: config.hidden_size,
+            pooling: settings.pooling,
+            normalize: settings.normalize,
+            query_max_length: settings.query_max_length,
+            document_max_length: settings.document_max_length,
+            opset: OPSET,
+            weights_sha256,
+            source: settings.source.clone(),
+            graph_optimization: GRAPH_OPTIMIZATION.into(),
+            train: train_info,
+        };
+        manifest.save(dir)?;
+        Ok(manifest)
+    })
+}
+
+fn write_model(path: &Path, model: &ModelProto) -> Result<()> {
+    std::fs::write(path, model.encode_to_vec()).map_err(|e| Error::io(path, e))
+}
+
+/// Training graphs built in memory (see [`training_graphs`]).
+#[derive(Debug, Clone)]
+pub struct TrainingGraphs {
+    /// Forward and backward: `train.onnx`.
+    pub train: ModelProto,
+    /// Forward only, parameters as inputs: `train_forward.onnx`.
+    pub forward: ModelProto,
+    /// Parameter inputs in graph order.
+    pub parameters: Vec<String>,
+}
+
+/// Builds `train.onnx` and `train_forward.onnx` in memory.
+pub fn training_graphs(
+    _config: &BertConfig,
+    _spec: EncoderSpec,
+    _mode: WordEmbeddingGrad,
+) -> Result<TrainingGraphs> {
+    Err(Error::Invalid(
+        "training graphs are not available yet".into(),
+    ))
+}
+
+fn sibling(out: &Path, tag: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    out.with_file_name(format!(".{name}.{tag}-{}-{nanos}", std::process::id()))
+}
+
+/// Fills a fresh sibling directory with `fill` and renames it to `out`, replacing an existing
+/// export only once the new one is complete. Refuses to replace a directory that is neither
+/// empty nor an export, so a mistyped `--out` cannot delete unrelated files.
+pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let out = if out.is_relative() {
+        std::env::current_dir()
+            .map_err(|e| Error::io(out, e))?
+            .join(out)
+    } else {
+        out.to_path_buf()
+    };
+    let exists = out.exists();
+    if exists {
+        if !out.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a directory; choose another --out",
+                out.display()
+            )));
+        }
+        let empty = std::fs::read_dir(&out)
+            .map_err(|e| Error::io(&out, e))?
+            .next()
+            .is_none();
+        if !empty && !out.join(crate::manifest::MANIFEST_FILE).is_file() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not an ltre export (no manifest.json); choose another --out or remove it",
+                out.display()
+            )));
+        }
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = sibling(&out, "tmp");
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let value = match fill(&tmp) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if exists {
+        let old = sibling(&out, "old");
+        if let Err(e) = std::fs::rename(&out, &old) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(&out, e));
+        }
+        if let Err(e) = std::fs::rename(&tmp, &out) {
+            let _ = std::fs::rename(&old, &out);
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(&out, e));
+        }
+        let _ = std::fs::remove_dir_all(&old);
+    } else if let Err(e) = std::fs::rename(&tmp, &out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::io(&out, e));
+    }
+    Ok(value)
+}

@@ -9,10 +9,11 @@
 //! - [`export`]: writes an exported model directory (`model.onnx`, `manifest.json`, tokenizer,
 //!   optionally `train.onnx`).
 //! - [`runtime`]: finds and initialises the ONNX Runtime shared library.
-//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out.
+//! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out; [`tokenize`]: its tokenizer.
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
 //! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors).
 //! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
+//! - [`testing`]: a tiny random BERT checkpoint for tests.
 pub mod bert;
 pub mod checkpoint;
 pub mod data;
@@ -20,12 +21,16 @@ pub mod encoder;
 pub mod error;
 pub mod export;
 pub mod graph;
+pub mod loss;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx;
 pub mod optim;
 pub mod params;
+pub mod retrieval;
 pub mod runtime;
+pub mod testing;
+pub mod tokenize;
 pub mod train_step;
 pub mod trainer;
 

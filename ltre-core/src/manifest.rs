@@ -146,7 +146,8 @@ impl Manifest {
                 Error::io(&path, e)
             }
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))
     }
 
     /// Writes `manifest.json` into `dir`.

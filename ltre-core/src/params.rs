@@ -35,15 +35,19 @@ impl ParamStore {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the file is opened read-only and not modified by us while mapped.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&mmap).map_err(|e| {
-            Error::Checkpoint { path: path.into(), message: format!("not a valid safetensors file: {e}") }
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            message: format!("not a valid safetensors file: {e}"),
         })?;
         let mut store = ParamStore::new();
         for (name, view) in st.tensors() {
             let shape: Vec<usize> = view.shape().to_vec();
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 Dtype::F16 => data
                     .chunks_exact(2)
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -54,10 +58,11 @@ impl ParamStore {
                     .collect(),
                 _ => continue,
             };
-            let arr = ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| Error::Checkpoint {
-                path: path.into(),
-                message: format!("tensor `{name}`: {e}"),
-            })?;
+            let arr =
+                ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| Error::Checkpoint {
+                    path: path.into(),
+                    message: format!("tensor `{name}`: {e}"),
+                })?;
             store.insert(canonical_name(&name), arr);
         }
         Ok(store)

@@ -59,7 +59,9 @@ pub fn find_library() -> Result<PathBuf> {
     }
     let candidates = [
         std::env::current_dir().ok(),
-        std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)),
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf)),
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
     ];
     candidates
@@ -73,17 +75,26 @@ pub fn find_library() -> Result<PathBuf> {
 pub fn init() -> Result<PathBuf> {
     INIT.get_or_init(|| {
         let path = find_library().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path).map_err(|e| {
-            format!("failed to load {}: {e}; {SETUP_HINT}", path.display())
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("failed to load {}: {e}; {SETUP_HINT}", path.display()))?;
+        let env = builder.with_name("ltre").build().map_err(|e| {
+            format!(
+                "failed to initialise ONNX Runtime from {}: {e}",
+                path.display()
+            )
         })?;
-        let env = builder
-            .with_name("ltre")
-            .build()
-            .map_err(|e| format!("failed to initialise ONNX Runtime from {}: {e}", path.display()))?;
         let _ = ENV.set(env);
         tracing::debug!(library = %path.display(), "ONNX Runtime loaded");
         Ok(path)
     })
     .clone()
     .map_err(Error::Runtime)
+}
+
+/// The process-wide ONNX Runtime environment that sessions are built from (loads the library
+/// first, see [`init`]).
+pub fn environment() -> Result<&'static ort::environment::Environment> {
+    init()?;
+    ENV.get()
+        .ok_or_else(|| Error::Runtime("the ONNX Runtime environment was not created".to_string()))
 }

@@ -1,1 +1,1 @@
-//! TODO: being written.
+//! Being written: see the trainer issue.

@@ -1,0 +1,275 @@
+//! Test fixtures: a tiny random BERT checkpoint written to disk in Hugging Face layout.
+//!
+//! Used by ltre's own tests and available to downstream tests that need a real (if
+//! meaningless) encoder without downloading one.
+//!
+//! ```
+//! use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! write_tiny_bert(dir.path(), &TinyBertSpec::default()).unwrap();
+//! let ckpt = ltre_core::checkpoint::Checkpoint::load(dir.path()).unwrap();
+//! assert_eq!(ckpt.config.hidden_size, 32);
+//! ```
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::params::ParamStore;
+use crate::{Error, Result};
+
+/// Words in the tiny vocabulary (besides specials, single letters and digits).
+pub const TINY_WORDS: &[&str] = &[
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "was",
+    "by",
+    "at",
+    "from",
+    "this",
+    "be",
+    "are",
+    "or",
+    "an",
+    "not",
+    "which",
+    "cell",
+    "cells",
+    "protein",
+    "gene",
+    "cancer",
+    "patients",
+    "study",
+    "effect",
+    "treatment",
+    "risk",
+    "blood",
+    "brain",
+    "virus",
+    "dog",
+    "cat",
+    "search",
+    "query",
+    "document",
+    "retrieval",
+    "learning",
+    "model",
+    "dense",
+    "vector",
+    "index",
+    "fast",
+    "slow",
+    "what",
+    "how",
+    "does",
+];
+
+/// Shape and seed of a tiny random BERT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TinyBertSpec {
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads (must divide `hidden`).
+    pub heads: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Feed-forward size.
+    pub intermediate: usize,
+    /// Position-table rows.
+    pub max_position: usize,
+    /// Token-type rows.
+    pub type_vocab: usize,
+    /// Multiplies the default weight scale; larger values make the nonlinearities (softmax,
+    /// GELU, LayerNorm) work harder, which gradient checks want.
+    pub weight_scale: f32,
+    /// RNG seed; the same spec always gives the same checkpoint.
+    pub seed: u64,
+}
+
+impl Default for TinyBertSpec {
+    fn default() -> Self {
+        TinyBertSpec {
+            hidden: 32,
+            heads: 2,
+            layers: 2,
+            intermediate: 64,
+            max_position: 64,
+            type_vocab: 2,
+            weight_scale: 1.0,
+            seed: 42,
+        }
+    }
+}
+
+/// The tiny WordPiece vocabulary: `[PAD]`=0, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, punctuation,
+/// digits, letters, `##` continuation letters and digits, then [`TINY_WORDS`].
+pub fn tiny_vocab() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!", "-", "'",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let singles: Vec<char> = ('0'..='9').chain('a'..='z').collect();
+    v.extend(singles.iter().map(|c| c.to_string()));
+    v.extend(singles.iter().map(|c| format!("##{c}")));
+    v.extend(TINY_WORDS.iter().map(|w| w.to_string()));
+    v
+}
+
+/// The tiny checkpoint's parameters, seeded.
+pub fn tiny_params(spec: &TinyBertSpec, vocab_size: usize) -> ParamStore {
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let mut store = ParamStore::new();
+    let uniform = |shape: &[usize], scale: f32, centre: f32, rng: &mut StdRng| {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| centre + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(shape), data).expect("shape matches length")
+    };
+    let s = spec.weight_scale;
+    // Uniform on [-a, a] has variance a^2/3; a = sqrt(3/fan_in) keeps activations near unit scale.
+    let w = |fan_in: usize| s * (3.0 / fan_in as f32).sqrt();
+    let config = tiny_config(spec, vocab_size);
+    for (name, shape) in config.expected_tensors() {
+        let t = if name.ends_with("LayerNorm.weight") {
+            uniform(&shape, 0.2, 1.0, &mut rng)
+        } else if name.ends_with("LayerNorm.bias") || name.ends_with(".bias") {
+            uniform(&shape, 0.2, 0.0, &mut rng)
+        } else if name.starts_with("embeddings.") {
+            uniform(&shape, 1.0, 0.0, &mut rng)
+        } else {
+            uniform(&shape, w(shape[1]), 0.0, &mut rng)
+        };
+        store.insert(&name, t);
+    }
+    store
+}
+
+fn tiny_config(spec: &TinyBertSpec, vocab_size: usize) -> crate::checkpoint::BertConfig {
+    let v = tiny_config_json(spec, vocab_size);
+    serde_json::from_value(v).expect("tiny config is valid")
+}
+
+fn tiny_config_json(spec: &TinyBertSpec, vocab_size: usize) -> serde_json::Value {
+    json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": vocab_size,
+        "hidden_size": spec.hidden,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "intermediate_size": spec.intermediate,
+        "max_position_embeddings": spec.max_position,
+        "type_vocab_size": spec.type_vocab,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+        "pad_token_id": 0
+    })
+}
+
+/// A Hugging Face `tokenizer.json` for `vocab` (BERT-style WordPiece, lowercasing, `[CLS] $A [SEP]`).
+pub fn tokenizer_json(vocab: &[String]) -> serde_json::Value {
+    let id = |t: &str| vocab.iter().position(|v| v == t).unwrap_or(1);
+    let added: Vec<serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|t| {
+            json!({"id": id(t), "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": true})
+        })
+        .collect();
+    let vocab_map: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [id("[CLS]")], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [id("[SEP]")], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab_map}
+    })
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a tiny random BERT checkpoint into `dir` (created if needed): `config.json`,
+/// `model.safetensors`, `tokenizer.json` and `1_Pooling/config.json` (mean pooling).
+pub fn write_tiny_bert(dir: &Path, spec: &TinyBertSpec) -> Result<()> {
+    if spec.heads == 0 || !spec.hidden.is_multiple_of(spec.heads) {
+        return Err(Error::Invalid(format!(
+            "heads {} must divide hidden {}",
+            spec.heads, spec.hidden
+        )));
+    }
+    std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| Error::io(dir, e))?;
+    let vocab = tiny_vocab();
+    write_json(
+        &dir.join("config.json"),
+        &tiny_config_json(spec, vocab.len()),
+    )?;
+    tiny_params(spec, vocab.len()).save(&dir.join("model.safetensors"))?;
+    write_json(&dir.join("tokenizer.json"), &tokenizer_json(&vocab))?;
+    write_json(
+        &dir.join("1_Pooling").join("config.json"),
+        &json!({"word_embedding_dimension": spec.hidden, "pooling_mode_cls_token": false,
+                "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false,
+                "pooling_mode_mean_sqrt_len_tokens": false}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_tokenizer_loads_and_tokenizes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), &TinyBertSpec::default()).unwrap();
+        let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+        let enc = tok.encode("The dog, xyz!", true).unwrap();
+        let toks = enc.get_tokens();
+        assert_eq!(toks.first().map(String::as_str), Some("[CLS]"));
+        assert_eq!(toks.last().map(String::as_str), Some("[SEP]"));
+        assert!(toks.contains(&"dog".to_string()));
+        assert!(toks.contains(&"##y".to_string()), "{toks:?}");
+        assert!(!enc.get_ids().contains(&1), "no [UNK] expected: {toks:?}");
+    }
+}

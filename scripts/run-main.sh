@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job, end to end on SciFact: set-up, export all-MiniLM-L6-v2 to ONNX (with the training
+# graph), index the corpus (BM25 + dense), search, evaluate bm25/dense/hybrid on the test qrels,
+# fine-tune the query encoder with LTRe on the train qrels (settings checked on a held-out part of
+# them), deploy it in place, and evaluate again. Re-running skips finished work and resumes training.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+data="${LTRE_DATA:-$root/../shared/data/scifact}"
+work="${LTRE_WORK:-$root/.ltre/work}"
+if [ ! -f "$data/corpus.jsonl" ]; then
+  echo "run-main: $data/corpus.jsonl not found; set LTRE_DATA to a BEIR SciFact directory" >&2
+  exit 2
+fi
+bash scripts/setup.sh
+cargo build --release -p ltre-cli
+cli="$root/target/release/ltre-cli"
+model="$root/.ltre/models/all-MiniLM-L6-v2"
+onnx="$work/minilm-onnx"
+index="$work/scifact-index"
+mkdir -p "$work"
+
+echo "== export-onnx"
+[ -f "$onnx/manifest.json" ] || "$cli" export-onnx --model "$model" --out "$onnx" --train
+"$cli" embed --model "$onnx" "a query" | head -c 200; echo " ..."
+
+echo "== index"
+"$cli" index --corpus "$data/corpus.jsonl" --model "$onnx" --index "$index"
+
+echo "== search"
+"$cli" search --index "$index" --mode hybrid --fusion rrf -k 5 "Vitamin D deficiency increases the risk of cancer"
+
+echo "== eval (base encoder, test qrels)"
+for mode in bm25 dense; do
+  "$cli" eval --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/test.tsv" --mode "$mode"
+done
+for fusion in rrf linear cascade; do
+  "$cli" eval --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/test.tsv" --mode hybrid --fusion "$fusion"
+done
+
+echo "== train (LTRe, train qrels; held-out split of them for model selection)"
+"$cli" train --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/train.tsv" \
+  --config configs/scifact-ltre.toml --run-dir "$work/run-ltre" --deploy
+
+echo "== eval (tuned encoder, test qrels)"
+"$cli" encoder list --index "$index"
+"$cli" eval --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/test.tsv" --mode dense
+"$cli" eval --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/test.tsv" --mode hybrid --fusion rrf
