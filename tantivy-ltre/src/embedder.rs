@@ -1,8 +1,8 @@
 //! Loading the text embedder of an exported model directory.
 //!
-//! With the `encoder` feature, [`load_embedder`] opens an `ltre_core::Encoder`; without it (the
-//! encoder crate part not being merged yet) it returns an error saying so, and everything else
-//! in this crate works with any [`TextEmbedder`].
+//! With the `encoder` feature (default), [`load_embedder`] opens an `ltre_core::Encoder`;
+//! without it, it returns an error saying so, and everything else in this crate works with any
+//! [`TextEmbedder`].
 use std::path::Path;
 
 use crate::error::Result;
@@ -11,7 +11,7 @@ use crate::writer::TextEmbedder;
 /// Runtime options of [`load_embedder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbedderOptions {
-    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
+    /// ONNX Runtime intra-op threads (0: the encoder's default, every available core).
     pub threads: usize,
     /// Texts per encoder call.
     pub batch_size: usize,
@@ -29,15 +29,17 @@ impl Default for EmbedderOptions {
 /// Opens the exported model directory `dir` as a [`TextEmbedder`].
 #[cfg(feature = "encoder")]
 pub fn load_embedder(dir: &Path, options: EmbedderOptions) -> Result<Box<dyn TextEmbedder>> {
-    let encoder = ltre_core::Encoder::load_with(
+    let mut encoder_options = ltre_core::encoder::EncoderOptions {
+        batch_size: options.batch_size.max(1),
+        ..Default::default()
+    };
+    if options.threads > 0 {
+        encoder_options.threads = options.threads;
+    }
+    Ok(Box::new(ltre_core::Encoder::load_with(
         dir,
-        ltre_core::encoder::EncoderOptions {
-            threads: options.threads,
-            batch_size: options.batch_size,
-            ..Default::default()
-        },
-    )?;
-    Ok(Box::new(encoder))
+        encoder_options,
+    )?))
 }
 
 /// Opens the exported model directory `dir` as a [`TextEmbedder`].

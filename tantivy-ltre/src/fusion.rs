@@ -130,8 +130,9 @@ impl Normalization {
 
 /// Normalised linear fusion: `alpha * dense + (1 - alpha) * lexical` on normalised scores.
 ///
-/// A document missing from one list takes that list's lowest normalised score (0 with
-/// min-max): it was not retrieved there, so it ranks below everything that was.
+/// A document missing from one list was not retrieved there, so it gets a score at or below
+/// every retrieved one: 0 with min-max (the lowest retrieved score), and one standard deviation
+/// below the lowest retrieved score with z-scores.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinearFusion {
     /// Weight of the dense side, in `[0, 1]`.
@@ -167,7 +168,11 @@ impl Fusion for LinearFusion {
     ) -> Vec<(Score, DocAddress)> {
         let lex = self.normalization.apply(lexical);
         let den = self.normalization.apply(dense);
-        let floor = |v: &[Score]| v.iter().copied().fold(f32::INFINITY, f32::min);
+        let below = match self.normalization {
+            Normalization::MinMax => 0.0,
+            Normalization::ZScore => 1.0,
+        };
+        let floor = |v: &[Score]| v.iter().copied().fold(f32::INFINITY, f32::min) - below;
         let (lex_floor, den_floor) = (floor(&lex), floor(&den));
         let mut parts: HashMap<DocAddress, (Option<Score>, Option<Score>)> = HashMap::new();
         for ((_, doc), s) in lexical.iter().zip(&lex) {

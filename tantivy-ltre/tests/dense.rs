@@ -10,7 +10,7 @@ use tantivy::schema::{
 use tantivy::{DocAddress, Index, IndexWriter, Searcher, TantivyDocument, Term};
 use tantivy_ltre::{
     add_dense_field, AnnOptions, AnnParams, Cascade, DenseField, DenseFieldOptions,
-    DenseIndexWriter, DenseQuery, HybridSearcher, Rrf, VectorError,
+    DenseIndexWriter, DenseQuery, HybridSearcher, LinearFusion, Rrf, VectorError,
 };
 
 const DIM: usize = 16;
@@ -463,4 +463,68 @@ fn hybrid_search_applies_the_filter_on_both_sides() {
     let want: Vec<u64> = expected.iter().take(5).map(|(_, id)| *id).collect();
     assert_eq!(got, want);
     assert!((cascade[0].0 - expected[0].0).abs() < 1e-5);
+}
+
+#[test]
+fn dense_query_explains_and_counts() {
+    let f = fixture_in(None, DenseFieldOptions::new(DIM));
+    let mut w = writer(&f);
+    let mut rng = StdRng::seed_from_u64(6);
+    let all = add(&f, &w, 0..25, &mut rng);
+    w.commit().unwrap();
+    let searcher = f.index.reader().unwrap().searcher();
+    let query = DenseQuery::new(&f.dense, all[4].1.clone(), 5).unwrap();
+    assert_eq!(query.count(&searcher).unwrap(), 5);
+    let hits = searcher
+        .search(&query, &TopDocs::with_limit(5).order_by_score())
+        .unwrap();
+    let explanation = query.explain(&searcher, hits[0].1).unwrap();
+    assert!((explanation.value() - hits[0].0).abs() < 1e-6);
+    assert!(
+        (hits[0].0 - 1.0).abs() < 1e-5,
+        "a unit vector's self inner product is 1"
+    );
+    let outside = (0..25)
+        .map(|d| DocAddress::new(0, d))
+        .find(|a| hits.iter().all(|(_, h)| h != a))
+        .unwrap();
+    assert!(query.explain(&searcher, outside).is_err());
+}
+
+#[test]
+fn linear_fusion_weights_move_between_the_two_rankings() {
+    let f = fixture_in(None, DenseFieldOptions::new(DIM));
+    let mut w = writer(&f);
+    let mut rng = StdRng::seed_from_u64(7);
+    let all = add(&f, &w, 0..40, &mut rng);
+    w.commit().unwrap();
+    let searcher = f.index.reader().unwrap().searcher();
+    let lexical = TermQuery::new(
+        Term::from_field_text(f.text, "word2"),
+        IndexRecordOption::WithFreqs,
+    );
+    let hybrid = HybridSearcher::new(&searcher, &f.dense).with_depth(40);
+    let vector = &all[11].1;
+    let ids = |hits: &[(f32, DocAddress)]| -> Vec<u64> {
+        hits.iter()
+            .map(|(_, a)| stored_id(&searcher, &f, *a))
+            .collect()
+    };
+
+    let dense_only = hybrid
+        .search(&lexical, vector, None, &LinearFusion::min_max(1.0), 5)
+        .unwrap();
+    assert_eq!(
+        ids(&dense_only),
+        ids(&hybrid.dense(vector, None, 5).unwrap())
+    );
+    let lexical_hits = hybrid.lexical(&lexical, None, 40).unwrap();
+    let lexical_only = hybrid
+        .search(&lexical, vector, None, &LinearFusion::z_score(0.0), 3)
+        .unwrap();
+    // Every lexical hit has the same BM25 score here (same text length and tf), so only the
+    // membership is determined: the top 3 are lexical hits.
+    let lexical_ids = ids(&lexical_hits);
+    assert!(ids(&lexical_only).iter().all(|id| lexical_ids.contains(id)));
+    assert!(ids(&dense_only).contains(&11));
 }
