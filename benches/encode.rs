@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ltre::core::encoder::EncoderOptions;
+use ltre::core::encoder::{EncoderOptions, TextKind};
 use ltre::core::export::{export_checkpoint, ExportOptions};
 use ltre::core::Encoder;
 
@@ -123,6 +123,15 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let mut tokenize: Vec<f64> = queries
+        .iter()
+        .map(|q| {
+            let start = Instant::now();
+            std::hint::black_box(encoder.tokenize(&[q], TextKind::Query).unwrap());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    tokenize.sort_by(f64::total_cmp);
 
     let mut passes: Vec<f64> = (0..3)
         .map(|_| {
@@ -142,6 +151,7 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         "query_p50_ms": percentile(&latencies, 0.5),
         "query_p90_ms": percentile(&latencies, 0.9),
         "query_mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
+        "query_tokenize_p50_ms": percentile(&tokenize, 0.5),
         "doc_batch": DOC_BATCH,
         "n_docs": docs.len(),
         "doc_pass_s": passes,
