@@ -158,6 +158,8 @@ impl Tensor {
 pub enum Op {
     Identity,
     Add,
+    /// Variadic broadcasting sum.
+    Sum,
     Sub,
     Mul,
     Div,
@@ -237,6 +239,7 @@ impl Op {
         match self {
             Op::Identity => "Identity",
             Op::Add => "Add",
+            Op::Sum => "Sum",
             Op::Sub => "Sub",
             Op::Mul => "Mul",
             Op::Div => "Div",
@@ -727,6 +730,14 @@ impl Graph {
                     dtype(0)
                 };
                 one(d, s)
+            }
+            Op::Sum => {
+                if inputs.is_empty() || inputs.iter().any(|&v| self.dtype(v) != dtype(0)) {
+                    return Err(graph_err(op, "needs inputs of one element type"));
+                }
+                let shapes: Vec<&[Dim]> = inputs.iter().map(|&v| self.shape(v)).collect();
+                let s = self.broadcast(&shapes).map_err(|m| graph_err(op, m))?;
+                one(dtype(0), s)
             }
             Op::Where => {
                 arity(3)?;
@@ -1255,6 +1266,10 @@ impl Graph {
     /// `a + b` (broadcasting).
     pub fn add(&mut self, a: Value, b: Value) -> Result<Value> {
         self.one(Op::Add, &[a, b])
+    }
+    /// The sum of all `xs` (broadcasting).
+    pub fn sum(&mut self, xs: &[Value]) -> Result<Value> {
+        self.one(Op::Sum, xs)
     }
     /// `a - b` (broadcasting).
     pub fn sub(&mut self, a: Value, b: Value) -> Result<Value> {
