@@ -322,6 +322,10 @@ fn bad_vectors_are_refused_and_the_rest_of_the_batch_is_kept() {
         "{message}"
     );
     assert!(w.add_document(doc(&f, 6), Some(&[0.0; 3])).is_err());
+    let mut twice = doc(&f, 7);
+    f.dense.set_vector(&mut twice, &good).unwrap();
+    let report = w.add_documents(vec![(twice, Some(good.clone()))]).unwrap();
+    assert_eq!(report.rejected, vec![(0, VectorError::Duplicate)]);
     assert!(DenseQuery::new(&f.dense, vec![f32::NAN; DIM], 1).is_err());
     w.commit().unwrap();
 
