@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ltre::core::encoder::EncoderOptions;
+use ltre::core::encoder::{EncoderOptions, TextKind};
 use ltre::core::export::{export_checkpoint, ExportOptions};
 use ltre::core::Encoder;
 
@@ -28,12 +28,18 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read_jsonl(path: &Path, limit: usize, text: impl Fn(&serde_json::Value) -> String) -> Vec<String> {
+fn read_jsonl(
+    path: &Path,
+    limit: usize,
+    text: impl Fn(&serde_json::Value) -> String,
+) -> Vec<String> {
     let data = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     data.lines()
         .filter(|l| !l.trim().is_empty())
         .take(limit)
-        .map(|l| text(&serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display()))))
+        .map(|l| {
+            text(&serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        })
         .collect()
 }
 
@@ -42,12 +48,21 @@ fn read_jsonl(path: &Path, limit: usize, text: impl Fn(&serde_json::Value) -> St
 fn scifact() -> Option<(Vec<String>, Vec<String>)> {
     let dir = root().join("../shared/data/scifact");
     if !dir.join("corpus.jsonl").is_file() || !dir.join("queries.jsonl").is_file() {
-        eprintln!("encode bench: skipping, {} not found (SciFact corpus.jsonl and queries.jsonl)", dir.display());
+        eprintln!(
+            "encode bench: skipping, {} not found (SciFact corpus.jsonl and queries.jsonl)",
+            dir.display()
+        );
         return None;
     }
-    let queries = read_jsonl(&dir.join("queries.jsonl"), REPORT_QUERIES, |v| v["text"].as_str().unwrap().to_string());
+    let queries = read_jsonl(&dir.join("queries.jsonl"), REPORT_QUERIES, |v| {
+        v["text"].as_str().unwrap().to_string()
+    });
     let docs = read_jsonl(&dir.join("corpus.jsonl"), REPORT_DOCS, |v| {
-        format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""))
+        format!(
+            "{} {}",
+            v["title"].as_str().unwrap_or(""),
+            v["text"].as_str().unwrap_or("")
+        )
     });
     Some((queries, docs))
 }
@@ -59,7 +74,10 @@ fn model() -> Option<(PathBuf, Option<tempfile::TempDir>)> {
     }
     let ckpt = root().join(".ltre/models/all-MiniLM-L6-v2");
     if !ckpt.join("model.safetensors").is_file() {
-        eprintln!("encode bench: skipping, {} missing; run `bash scripts/setup.sh`", ckpt.display());
+        eprintln!(
+            "encode bench: skipping, {} missing; run `bash scripts/setup.sh`",
+            ckpt.display()
+        );
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -69,8 +87,14 @@ fn model() -> Option<(PathBuf, Option<tempfile::TempDir>)> {
 }
 
 fn options() -> EncoderOptions {
-    let mut options = EncoderOptions { batch_size: DOC_BATCH, ..Default::default() };
-    if let Some(n) = std::env::var("LTRE_BENCH_THREADS").ok().and_then(|v| v.parse().ok()) {
+    let mut options = EncoderOptions {
+        batch_size: DOC_BATCH,
+        ..Default::default()
+    };
+    if let Some(n) = std::env::var("LTRE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         options.threads = n;
     }
     options
@@ -86,7 +110,9 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
     for q in queries.iter().take(20) {
         encoder.encode_queries(&[q]).unwrap();
     }
-    encoder.encode_documents(&docs[..DOC_BATCH.min(docs.len())]).unwrap();
+    encoder
+        .encode_documents(&docs[..DOC_BATCH.min(docs.len())])
+        .unwrap();
 
     let mut latencies: Vec<f64> = queries
         .iter()
@@ -97,6 +123,15 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let mut tokenize: Vec<f64> = queries
+        .iter()
+        .map(|q| {
+            let start = Instant::now();
+            std::hint::black_box(encoder.tokenize(&[q], TextKind::Query).unwrap());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    tokenize.sort_by(f64::total_cmp);
 
     let mut passes: Vec<f64> = (0..3)
         .map(|_| {
@@ -116,6 +151,7 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         "query_p50_ms": percentile(&latencies, 0.5),
         "query_p90_ms": percentile(&latencies, 0.9),
         "query_mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
+        "query_tokenize_p50_ms": percentile(&tokenize, 0.5),
         "doc_batch": DOC_BATCH,
         "n_docs": docs.len(),
         "doc_pass_s": passes,
@@ -145,7 +181,9 @@ fn bench(c: &mut Criterion, encoder: &Encoder, queries: &[String], docs: &[Strin
 }
 
 fn main() {
-    let Some((queries, docs)) = scifact() else { return };
+    let Some((queries, docs)) = scifact() else {
+        return;
+    };
     let Some((dir, _keep)) = model() else { return };
     let encoder = Encoder::load_with(&dir, options()).unwrap();
     if std::env::args().any(|a| a == "--report") {

@@ -29,11 +29,22 @@ fn export_tiny(root: &Path, pooling: Pooling) -> std::path::PathBuf {
 }
 
 fn load(dir: &Path, batch_size: usize) -> Encoder {
-    Encoder::load_with(dir, EncoderOptions { threads: 1, batch_size, device: Device::Cpu }).unwrap()
+    Encoder::load_with(
+        dir,
+        EncoderOptions {
+            threads: 1,
+            batch_size,
+            device: Device::Cpu,
+        },
+    )
+    .unwrap()
 }
 
 fn max_abs_diff(a: ArrayView1<f32>, b: ArrayView1<f32>) -> f32 {
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 const SHORT: &str = "the cat";
@@ -76,12 +87,17 @@ fn padding_and_batching_do_not_change_vectors() {
             for (i, text) in TEXTS.iter().enumerate() {
                 let alone = encoder.encode_documents(&[text]).unwrap();
                 let diff = max_abs_diff(alone.row(0), together.row(i));
-                assert!(diff <= 1e-5, "{pooling:?} batch {batch_size}: text {i} differs by {diff}");
+                assert!(
+                    diff <= 1e-5,
+                    "{pooling:?} batch {batch_size}: text {i} differs by {diff}"
+                );
             }
         }
         // The short text padded next to a much longer one in a single run.
         let encoder = load(&dir, 32);
-        let batch = encoder.tokenize(&[SHORT, TEXTS[3]], TextKind::Document).unwrap();
+        let batch = encoder
+            .tokenize(&[SHORT, TEXTS[3]], TextKind::Document)
+            .unwrap();
         assert!(batch.token_count(0) < batch.seq_len());
         let padded = encoder.run(&batch).unwrap();
         let alone = encoder.encode_documents(&[SHORT]).unwrap();
@@ -99,7 +115,10 @@ fn distinct_texts_get_distinct_vectors_in_input_order() {
     for i in 0..TEXTS.len() {
         assert!(max_abs_diff(v.row(i), r.row(TEXTS.len() - 1 - i)) <= 1e-5);
         for j in 0..i {
-            assert!(max_abs_diff(v.row(i), v.row(j)) > 1e-3, "texts {i} and {j} share a vector");
+            assert!(
+                max_abs_diff(v.row(i), v.row(j)) > 1e-3,
+                "texts {i} and {j} share a vector"
+            );
         }
     }
 }
@@ -113,10 +132,14 @@ fn truncates_queries_and_documents_at_their_manifest_lengths() {
     let long = "the cat and the dog ".repeat(20);
     let longer = format!("{long} protein gene cancer");
 
-    let q = encoder.tokenize(&[long.as_str(), SHORT], TextKind::Query).unwrap();
+    let q = encoder
+        .tokenize(&[long.as_str(), SHORT], TextKind::Query)
+        .unwrap();
     assert_eq!(q.seq_len(), QUERY_MAX);
     assert_eq!(q.token_count(0), QUERY_MAX);
-    let d = encoder.tokenize(&[long.as_str(), SHORT], TextKind::Document).unwrap();
+    let d = encoder
+        .tokenize(&[long.as_str(), SHORT], TextKind::Document)
+        .unwrap();
     assert_eq!(d.seq_len(), DOCUMENT_MAX);
     // Truncation keeps [CLS] ... [SEP]; the short text is padded with mask 0.
     let cls = d.input_ids[[0, 0]];
@@ -128,7 +151,9 @@ fn truncates_queries_and_documents_at_their_manifest_lengths() {
 
     // Text past the limit does not reach the model.
     for kind in [TextKind::Query, TextKind::Document] {
-        let v = encoder.encode(&[long.as_str(), longer.as_str()], kind).unwrap();
+        let v = encoder
+            .encode(&[long.as_str(), longer.as_str()], kind)
+            .unwrap();
         assert!(max_abs_diff(v.row(0), v.row(1)) <= 1e-6, "{kind:?}");
     }
     // Queries see fewer tokens than documents, so the two sides differ on long text.
@@ -145,7 +170,10 @@ fn truncates_queries_and_documents_at_their_manifest_lengths() {
 fn cuda_request_falls_back_to_cpu_without_a_gpu() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = export_tiny(tmp.path(), Pooling::Mean);
-    let options = EncoderOptions { device: Device::Cuda, ..Default::default() };
+    let options = EncoderOptions {
+        device: Device::Cuda,
+        ..Default::default()
+    };
     let encoder = Encoder::load_with(&dir, options).unwrap();
     let v = encoder.encode_queries(&[SHORT]).unwrap();
     assert_eq!(v.dim(), (1, 32));
@@ -156,24 +184,41 @@ fn cuda_request_falls_back_to_cpu_without_a_gpu() {
 #[test]
 fn missing_files_say_how_to_export() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = Encoder::load(tmp.path().join("nowhere")).unwrap_err().to_string();
+    let err = Encoder::load(tmp.path().join("nowhere"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("export-onnx"), "{err}");
     let err = Encoder::load(tmp.path()).unwrap_err().to_string();
-    assert!(err.contains("manifest.json") && err.contains("export-onnx"), "{err}");
+    assert!(
+        err.contains("manifest.json") && err.contains("export-onnx"),
+        "{err}"
+    );
 
     let dir = export_tiny(&tmp.path().join("model"), Pooling::Mean);
     std::fs::remove_file(dir.join("model.onnx")).unwrap();
     let err = Encoder::load(&dir).unwrap_err().to_string();
-    assert!(err.contains("model.onnx") && err.contains("export-onnx"), "{err}");
+    assert!(
+        err.contains("model.onnx") && err.contains("export-onnx"),
+        "{err}"
+    );
 
     let dir = export_tiny(&tmp.path().join("model2"), Pooling::Mean);
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     let err = Encoder::load(&dir).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("export-onnx"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("export-onnx"),
+        "{err}"
+    );
 
     let dir = export_tiny(&tmp.path().join("model3"), Pooling::Mean);
-    let err = Encoder::load_with(&dir, EncoderOptions { batch_size: 0, ..Default::default() })
-        .unwrap_err()
-        .to_string();
+    let err = Encoder::load_with(
+        &dir,
+        EncoderOptions {
+            batch_size: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("batch_size"), "{err}");
 }

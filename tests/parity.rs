@@ -21,7 +21,8 @@ struct Sentence {
 }
 
 fn fixture() -> (Value, Vec<Sentence>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/minilm_reference.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity/minilm_reference.json");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let sentences = json["sentences"]
         .as_array()
@@ -34,15 +35,29 @@ fn fixture() -> (Value, Vec<Sentence>) {
                 "document" => TextKind::Document,
                 other => panic!("unknown kind {other}"),
             },
-            input_ids: s["input_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect(),
-            vector: s["vector"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+            input_ids: s["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect(),
+            vector: s["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect(),
         })
         .collect();
     (json, sentences)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -50,7 +65,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn minilm_matches_independent_numpy_reference() {
-    let checkpoint = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ltre/models/all-MiniLM-L6-v2");
+    let checkpoint =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ltre/models/all-MiniLM-L6-v2");
     assert!(
         checkpoint.join("model.safetensors").is_file(),
         "{} is missing: run `bash scripts/setup.sh` in the repository first",
@@ -63,11 +79,27 @@ fn minilm_matches_independent_numpy_reference() {
     let out = tmp.path().join("minilm-onnx");
     let manifest = export_checkpoint(&checkpoint, &out, &ExportOptions::default()).unwrap();
     assert_eq!(manifest.embedding_dim, 384);
-    assert!(manifest.normalize, "all-MiniLM-L6-v2 has a Normalize module");
-    assert_eq!(manifest.query_max_length as u64, json["query_max_length"].as_u64().unwrap());
-    assert_eq!(manifest.document_max_length as u64, json["document_max_length"].as_u64().unwrap());
+    assert!(
+        manifest.normalize,
+        "all-MiniLM-L6-v2 has a Normalize module"
+    );
+    assert_eq!(
+        manifest.query_max_length as u64,
+        json["query_max_length"].as_u64().unwrap()
+    );
+    assert_eq!(
+        manifest.document_max_length as u64,
+        json["document_max_length"].as_u64().unwrap()
+    );
 
-    let encoder = Encoder::load_with(&out, EncoderOptions { batch_size: 8, ..Default::default() }).unwrap();
+    let encoder = Encoder::load_with(
+        &out,
+        EncoderOptions {
+            batch_size: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut min = (f64::INFINITY, String::new());
     for kind in [TextKind::Query, TextKind::Document] {
         let group: Vec<&Sentence> = sentences.iter().filter(|s| s.kind == kind).collect();
@@ -75,13 +107,27 @@ fn minilm_matches_independent_numpy_reference() {
         let vectors = encoder.encode(&texts, kind).unwrap();
         for (i, s) in group.iter().enumerate() {
             let tokens = encoder.tokenize(&[s.text.as_str()], kind).unwrap();
-            assert_eq!(tokens.input_ids.row(0).to_vec(), s.input_ids, "token ids of {:?}", s.text);
+            assert_eq!(
+                tokens.input_ids.row(0).to_vec(),
+                s.input_ids,
+                "token ids of {:?}",
+                s.text
+            );
             let cos = cosine(vectors.row(i).as_slice().unwrap(), &s.vector);
             if cos < min.0 {
                 min = (cos, s.text.chars().take(40).collect());
             }
-            assert!(cos >= MIN_COSINE, "{kind:?} {:?}: cosine {cos} < {MIN_COSINE}", s.text);
+            assert!(
+                cos >= MIN_COSINE,
+                "{kind:?} {:?}: cosine {cos} < {MIN_COSINE}",
+                s.text
+            );
         }
     }
-    println!("parity: min cosine {:.8} ({:?}) over {} sentences", min.0, min.1, sentences.len());
+    println!(
+        "parity: min cosine {:.8} ({:?}) over {} sentences",
+        min.0,
+        min.1,
+        sentences.len()
+    );
 }

@@ -66,9 +66,8 @@ fn default_model() -> anyhow::Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let Some(root) = cwd.ancestors().find(|d| d.join(".ltre").is_dir()) else {
         bail!(
-            "no --model given and no .ltre/ directory in {} or its parents; run `bash scripts/setup.sh` in the ltre repository, then {}",
-            cwd.display(),
-            export_hint(Path::new("."))
+            "no --model given and no .ltre/ directory in {} or its parents; pass --model DIR (an `ltre-cli export-onnx` output), or run from inside the ltre repository after `bash scripts/setup.sh`",
+            cwd.display()
         );
     };
     let dir = root.join(DEFAULT_MODEL);

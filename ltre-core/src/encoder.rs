@@ -242,7 +242,7 @@ impl Encoder {
     }
 }
 
-fn build_session(graph: &Path, options: &EncoderOptions) -> Result<(Session, Device)> {
+pub(crate) fn build_session(graph: &Path, options: &EncoderOptions) -> Result<(Session, Device)> {
     runtime::init()?;
     let env = runtime::environment()?;
     let builder = Session::builder(env)?

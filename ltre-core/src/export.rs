@@ -24,9 +24,11 @@ use sha2::{Digest, Sha256};
 
 use crate::bert::{build_encoder, EncoderSpec, ParamSource};
 use crate::checkpoint::{BertConfig, Checkpoint};
+use crate::graph::autodiff::backward;
+use crate::graph::{DType, Dim, Value};
 use crate::manifest::{
-    Manifest, Pooling, TrainGraphInfo, WordEmbeddingGrad, CONFIG_FILE, INFERENCE_GRAPH_FILE,
-    TOKENIZER_FILE, TRAIN_FORWARD_GRAPH_FILE, TRAIN_GRAPH_FILE, WEIGHTS_FILE,
+    io_names, Manifest, Pooling, TrainGraphInfo, WordEmbeddingGrad, CONFIG_FILE,
+    INFERENCE_GRAPH_FILE, TOKENIZER_FILE, TRAIN_FORWARD_GRAPH_FILE, TRAIN_GRAPH_FILE, WEIGHTS_FILE,
 };
 use crate::onnx::{ModelProto, OPSET};
 use crate::params::ParamStore;
@@ -251,15 +253,59 @@ pub struct TrainingGraphs {
 }
 
 /// Builds `train.onnx` and `train_forward.onnx` in memory.
+///
+/// Both take every parameter as an input (canonical Hugging Face names, in module order) plus
+/// the token inputs; `train.onnx` also takes `embedding_grad` (dL/d`embedding`) and returns
+/// `grad.<name>` for every parameter except the word-embedding table, whose gradient is
+/// `grad_rows.word_embeddings` (per token, `[batch, seq, hidden]`) in sparse mode and absent
+/// when frozen.
 pub fn training_graphs(
-    _config: &BertConfig,
-    _spec: EncoderSpec,
-    _mode: WordEmbeddingGrad,
+    config: &BertConfig,
+    spec: EncoderSpec,
+    mode: WordEmbeddingGrad,
 ) -> Result<TrainingGraphs> {
-    Err(Error::Invalid(
-        "training graphs are not available yet".into(),
-    ))
+    let built = build_encoder(config, &ParamSource::Inputs, spec)?;
+    let forward = built.graph.to_model();
+    let mut g = built.graph;
+    let batch = g.shape(built.embedding)[0].clone();
+    let seed = g.input(
+        io_names::EMBEDDING_GRAD,
+        DType::F32,
+        vec![batch, Dim::Fixed(config.hidden_size)],
+    )?;
+    let mut wrt: Vec<(String, Value)> = built
+        .parameters
+        .iter()
+        .filter(|(n, _)| n != WORD_EMBEDDINGS)
+        .cloned()
+        .collect();
+    if mode == WordEmbeddingGrad::Sparse {
+        wrt.push((
+            io_names::WORD_EMBEDDING_ROW_GRAD.to_string(),
+            built.word_rows,
+        ));
+    }
+    let values: Vec<Value> = wrt.iter().map(|(_, v)| *v).collect();
+    let grads = backward(&mut g, &[(built.embedding, seed)], &values)?;
+    for ((name, _), grad) in wrt.iter().zip(grads) {
+        let grad =
+            grad.ok_or_else(|| Error::Graph(format!("`{name}` does not influence the embedding")))?;
+        let out = if name == io_names::WORD_EMBEDDING_ROW_GRAD {
+            name.clone()
+        } else {
+            format!("{}{name}", io_names::GRAD_PREFIX)
+        };
+        g.output(&out, grad)?;
+    }
+    Ok(TrainingGraphs {
+        train: g.to_model(),
+        forward,
+        parameters: built.parameters.into_iter().map(|(n, _)| n).collect(),
+    })
 }
+
+/// Canonical name of the word-embedding table.
+pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 fn sibling(out: &Path, tag: &str) -> PathBuf {
     let name = out

@@ -1,0 +1,375 @@
+//! Query tower and LTRe trainer on a tiny random BERT: AdamW steps, save/load/export
+//! round-trips, the loss pushing a relevant document up, fixed document vectors, resume.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ltre_core::data::Query;
+use ltre_core::encoder::{Encoder, EncoderOptions};
+use ltre_core::export::{export_checkpoint, ExportOptions};
+use ltre_core::manifest::WordEmbeddingGrad;
+use ltre_core::optim::{AdamWConfig, Gradients};
+use ltre_core::retrieval::vectors_checksum;
+use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre_core::train_step::{QueryTower, TowerOptions, WORD_EMBEDDINGS};
+use ltre_core::trainer::{join_queries, Objective, RunOutcome, TrainConfig, TrainQuery, Trainer};
+use ndarray::{Array1, Array2};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn tiny_model(root: &Path, mode: WordEmbeddingGrad) -> PathBuf {
+    let ckpt = root.join("ckpt");
+    write_tiny_bert(&ckpt, &TinyBertSpec::default()).unwrap();
+    let out = root.join("model");
+    let opts = ExportOptions {
+        train: Some(mode),
+        normalize: Some(true),
+        ..Default::default()
+    };
+    export_checkpoint(&ckpt, &out, &opts).unwrap();
+    out
+}
+
+fn options(lr: f32) -> TowerOptions {
+    TowerOptions {
+        session: EncoderOptions {
+            threads: 1,
+            ..Default::default()
+        },
+        optimizer: AdamWConfig {
+            lr,
+            weight_decay: 0.0,
+            max_grad_norm: None,
+            ..Default::default()
+        },
+    }
+}
+
+const TEXTS: [&str; 4] = [
+    "what does the cat eat",
+    "how fast is a dog",
+    "a slow red fox",
+    "the bird and the fish",
+];
+
+#[test]
+fn adamw_steps_reduce_a_toy_loss_and_sparse_rows_update_only_used_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
+    let dim = tower.manifest().embedding_dim;
+    // Pull every query embedding towards one fixed target: L = -sum_b <q_b, target>.
+    let target = Array1::from_iter((0..dim).map(|i| if i % 3 == 0 { 1.0f32 } else { -0.5 }));
+    let target = &target / target.dot(&target).sqrt();
+    let upstream = Array2::from_shape_fn((TEXTS.len(), dim), |(_, j)| -target[j]);
+    let loss = |q: &Array2<f32>| -q.dot(&target).sum();
+    let before = tower.params().get(WORD_EMBEDDINGS).unwrap().clone();
+    let first = loss(&tower.embed(&TEXTS).unwrap());
+    for _ in 0..5 {
+        let grads = tower.gradients(&TEXTS, &upstream).unwrap();
+        tower.apply(&grads).unwrap();
+    }
+    let last = loss(&tower.embed(&TEXTS).unwrap());
+    assert!(last < first - 0.1, "loss {first} -> {last}");
+    // Rows of tokens that never occur keep their values (no weight decay here).
+    let after = tower.params().get(WORD_EMBEDDINGS).unwrap();
+    let batch = tower.tokenize(&TEXTS).unwrap();
+    let used: std::collections::HashSet<i64> = batch.input_ids.iter().copied().collect();
+    let (mut moved, mut kept) = (0, 0);
+    for row in 0..after.shape()[0] {
+        let same = (0..dim).all(|j| after[[row, j]] == before[[row, j]]);
+        if used.contains(&(row as i64)) {
+            moved += usize::from(!same);
+        } else {
+            kept += usize::from(same);
+        }
+    }
+    assert_eq!(
+        moved,
+        used.len() - usize::from(used.contains(&0)),
+        "every used token row moves"
+    );
+    assert_eq!(kept, after.shape()[0] - used.len(), "unused rows stay");
+}
+
+#[test]
+fn frozen_word_embeddings_get_no_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), WordEmbeddingGrad::Frozen);
+    let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
+    let dim = tower.manifest().embedding_dim;
+    let grads = tower
+        .gradients(&TEXTS[..2], &Array2::from_elem((2, dim), 0.1))
+        .unwrap();
+    assert!(!grads.contains_key(WORD_EMBEDDINGS));
+    assert!(grads.contains_key("encoder.layer.0.attention.self.query.weight"));
+}
+
+#[test]
+fn save_load_export_round_trips_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
+    let dim = tower.manifest().embedding_dim;
+    let grads: Gradients = tower
+        .gradients(&TEXTS, &Array2::from_elem((4, dim), 0.05))
+        .unwrap();
+    tower.apply(&grads).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    tower.save_state(&state).unwrap();
+
+    let mut again = QueryTower::load(&model, options(1e-2)).unwrap();
+    assert_ne!(again.params(), tower.params());
+    again.load_state(&state).unwrap();
+    assert_eq!(again.params(), tower.params());
+    assert_eq!(again.optimizer().steps_taken(), 1);
+
+    let exported = dir.path().join("exported");
+    tower.export(&exported, "test").unwrap();
+    let encoder = Encoder::load_with(
+        &exported,
+        EncoderOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let from_encoder = encoder.encode_queries(&TEXTS).unwrap();
+    let from_tower = tower.embed(&TEXTS).unwrap();
+    for (a, b) in from_encoder.iter().zip(from_tower.iter()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // The exported directory trains further from the updated parameters.
+    let reloaded = QueryTower::load(&exported, options(1e-2)).unwrap();
+    assert_eq!(
+        reloaded.params().get(WORD_EMBEDDINGS),
+        tower.params().get(WORD_EMBEDDINGS)
+    );
+}
+
+/// A tiny collection: random unit document vectors (fixed) and a few queries.
+fn collection(dim: usize, n: usize) -> (Vec<String>, Array2<f32>) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut docs = Array2::from_shape_fn((n, dim), |_| rng.random::<f32>() - 0.5);
+    for mut r in docs.rows_mut() {
+        let norm = r.dot(&r).sqrt();
+        r /= norm;
+    }
+    ((0..n).map(|i| format!("d{i}")).collect(), docs)
+}
+
+fn rank_of(q: ndarray::ArrayView1<f32>, docs: &Array2<f32>, doc: usize) -> usize {
+    let s = docs.dot(&q);
+    s.iter().filter(|&&x| x > s[doc]).count() + 1
+}
+
+#[test]
+fn one_ltre_step_raises_a_relevant_document_ranked_below_negatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let mut tower = QueryTower::load(&model, options(1e-3)).unwrap();
+    let (ids, docs) = collection(tower.manifest().embedding_dim, 60);
+    let q = tower.embed(&[TEXTS[0]]).unwrap();
+    // The relevant document: the one ranked 20th for this query.
+    let scores = docs.dot(&q.row(0));
+    let mut order: Vec<usize> = (0..docs.nrows()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positive = order[19];
+    assert_eq!(rank_of(q.row(0), &docs, positive), 20);
+    let train = vec![TrainQuery {
+        id: "q0".into(),
+        text: TEXTS[0].into(),
+        relevant: vec![positive],
+    }];
+    let config = TrainConfig {
+        batch_size: 1,
+        top_n: 50,
+        rr_cut: 50,
+        optimizer: AdamWConfig {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        warmup_ratio: 0.0,
+        ..Default::default()
+    };
+    let checksum = vectors_checksum(docs.view());
+    let mut trainer = Trainer::new(
+        config,
+        tower,
+        ids,
+        docs.clone(),
+        train,
+        vec![],
+        &dir.path().join("run"),
+    )
+    .unwrap();
+    let loss = trainer.step(&[0]).unwrap();
+    assert!(loss > 0.0);
+    let after = trainer_query(&mut trainer, TEXTS[0]);
+    let new_rank = rank_of(after.view(), &docs, positive);
+    assert!(new_rank < 20, "rank 20 -> {new_rank}");
+    assert_eq!(
+        trainer.documents().checksum(),
+        checksum,
+        "documents are never changed"
+    );
+}
+
+fn trainer_query(trainer: &mut Trainer, text: &str) -> Array1<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    trainer.tower().export(&out, "test").unwrap();
+    let enc = Encoder::load_with(
+        &out,
+        EncoderOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    enc.encode_queries(&[text]).unwrap().row(0).to_owned()
+}
+
+fn small_run(
+    root: &Path,
+    run_dir: &Path,
+    objective: Objective,
+    stop_after: Option<u64>,
+) -> (Trainer, RunOutcome) {
+    let model = root.join("model");
+    let tower = QueryTower::load(&model, options(1e-3)).unwrap();
+    let (ids, docs) = collection(tower.manifest().embedding_dim, 40);
+    let rows: std::collections::HashMap<String, usize> = ids
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, d)| (d, i))
+        .collect();
+    let words = ltre_core::testing::TINY_WORDS;
+    let queries: Vec<Query> = (0..12)
+        .map(|i| Query {
+            id: format!("q{i}"),
+            text: format!(
+                "{} {} {}",
+                words[i % words.len()],
+                words[(i * 7 + 3) % words.len()],
+                words[(i * 5 + 1) % words.len()]
+            ),
+        })
+        .collect();
+    let mut qrels = ltre_core::data::Qrels::new();
+    for i in 0..12 {
+        qrels
+            .entry(format!("q{i}"))
+            .or_default()
+            .insert(format!("d{}", (i * 3) % 40), 1);
+    }
+    let all = join_queries(&queries, &qrels, &rows);
+    let (train, dev) = ltre_core::trainer::split_dev(all, 0.25, 1);
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 3,
+        top_n: 20,
+        rr_cut: 20,
+        objective,
+        checkpoint_every: 1,
+        negatives: 3,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(config, tower, ids, docs, train, dev, run_dir).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut progress = |step: u64, _total: u64, _loss: f32, _secs: f64| {
+        if stop_after == Some(step) {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let outcome = trainer.run(&stop, &mut progress).unwrap();
+    (trainer, outcome)
+}
+
+#[test]
+fn interrupted_training_resumes_to_the_same_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let (full, outcome) = small_run(dir.path(), &dir.path().join("full"), Objective::Ltre, None);
+    assert_eq!(outcome, RunOutcome::Finished);
+    assert_eq!(full.state().history.len(), 2);
+
+    let run = dir.path().join("resumed");
+    let (part, outcome) = small_run(dir.path(), &run, Objective::Ltre, Some(4));
+    assert_eq!(outcome, RunOutcome::Interrupted);
+    assert_eq!(part.state().global_step, 4);
+    drop(part);
+    let (resumed, outcome) = small_run(dir.path(), &run, Objective::Ltre, None);
+    assert_eq!(outcome, RunOutcome::Finished);
+    assert_eq!(resumed.state().global_step, full.state().global_step);
+    assert_eq!(
+        resumed.tower().params(),
+        full.tower().params(),
+        "resume continues exactly where it stopped"
+    );
+    assert_eq!(
+        resumed.state().history,
+        full.state()
+            .history
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                // Wall times differ between runs; everything else must match.
+                r.step_seconds = resumed.state().history[r.epoch - 1].step_seconds;
+                r.epoch_seconds = resumed.state().history[r.epoch - 1].epoch_seconds;
+                r
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn baselines_run_in_the_same_trainer() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    for (i, objective) in [Objective::InBatch, Objective::RandomNegatives]
+        .into_iter()
+        .enumerate()
+    {
+        let (t, outcome) = small_run(
+            dir.path(),
+            &dir.path().join(format!("b{i}")),
+            objective,
+            None,
+        );
+        assert_eq!(outcome, RunOutcome::Finished);
+        assert!(
+            t.state()
+                .history
+                .iter()
+                .all(|r| r.loss.is_finite() && r.loss > 0.0),
+            "{objective:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_directory_of_another_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let run = dir.path().join("run");
+    small_run(dir.path(), &run, Objective::Ltre, Some(1));
+    let model = dir.path().join("model");
+    let tower = QueryTower::load(&model, options(1e-3)).unwrap();
+    let (ids, docs) = collection(tower.manifest().embedding_dim, 40);
+    let train = vec![TrainQuery {
+        id: "q".into(),
+        text: "cat".into(),
+        relevant: vec![0],
+    }];
+    let config = TrainConfig {
+        epochs: 9,
+        ..Default::default()
+    };
+    let err = Trainer::new(config, tower, ids, docs, train, vec![], &run)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("another configuration"), "{err}");
+}
