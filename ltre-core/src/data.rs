@@ -493,7 +493,9 @@ mod tests {
 
     #[test]
     fn real_cranfield_if_present() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield");
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let dir = Path::new(&manifest).join("../../shared/data/cranfield");
         if !dir.join("cran.qry").exists() {
             return;
         }
