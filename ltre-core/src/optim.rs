@@ -72,14 +72,14 @@ impl AdamWConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1/beta2", "must lie in [0, 1)");
         }
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             return bad("eps", "must be positive");
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("weight_decay", "must be >= 0");
         }
         if let Some(c) = self.max_grad_norm {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return bad(
                     "max_grad_norm",
                     "must be positive (omit it to disable clipping)",

@@ -35,21 +35,12 @@ const PARAMS_FILE: &str = "params.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Options of a [`QueryTower`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TowerOptions {
     /// ONNX Runtime session options (threads, device).
     pub session: EncoderOptions,
     /// AdamW configuration.
     pub optimizer: AdamWConfig,
-}
-
-impl Default for TowerOptions {
-    fn default() -> Self {
-        TowerOptions {
-            session: EncoderOptions::default(),
-            optimizer: AdamWConfig::default(),
-        }
-    }
 }
 
 /// The trainable query encoder.

@@ -127,6 +127,9 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs and batch_size must be at least 1");
         }
+        if self.checkpoint_every == 0 {
+            return bad("checkpoint_every must be at least 1");
+        }
         if self.top_n == 0 || self.rr_cut == 0 {
             return bad("top_n and rr_cut must be at least 1");
         }
@@ -212,6 +215,40 @@ pub struct EpochRecord {
     pub step_seconds: f64,
     /// Wall time of the epoch (seconds, evaluation excluded).
     pub epoch_seconds: f64,
+    /// Mean seconds per step spent in each phase.
+    #[serde(default)]
+    pub phases: StepPhases,
+}
+
+/// Where a step's time goes (seconds; summed over steps while an epoch runs, then averaged).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct StepPhases {
+    /// Tokenising and encoding the batch (forward graph).
+    pub forward: f64,
+    /// Retrieval over the document index and the loss with dL/d(query).
+    pub retrieval_loss: f64,
+    /// The gradient graph (forward + backward) and gathering its outputs.
+    pub backward: f64,
+    /// AdamW.
+    pub optimizer: f64,
+}
+
+impl StepPhases {
+    fn add(&mut self, o: &StepPhases) {
+        self.forward += o.forward;
+        self.retrieval_loss += o.retrieval_loss;
+        self.backward += o.backward;
+        self.optimizer += o.optimizer;
+    }
+
+    fn scaled(&self, f: f64) -> StepPhases {
+        StepPhases {
+            forward: self.forward * f,
+            retrieval_loss: self.retrieval_loss * f,
+            backward: self.backward * f,
+            optimizer: self.optimizer * f,
+        }
+    }
 }
 
 /// Progress saved with every checkpoint.
@@ -227,6 +264,9 @@ pub struct TrainState {
     pub epoch_loss: (f64, u64),
     /// Step seconds of the epoch in progress.
     pub epoch_seconds: f64,
+    /// Phase seconds of the epoch in progress (sums).
+    #[serde(default)]
+    pub epoch_phases: StepPhases,
     /// Held-out nDCG@10 before training.
     pub baseline_dev_ndcg10: Option<f64>,
     /// Completed epochs.
@@ -440,7 +480,7 @@ impl Trainer {
                 self.state.epoch_loss.1 += 1;
                 self.state.epoch_seconds += secs;
                 progress(self.state.global_step, total, loss, secs);
-                if self.state.global_step % self.config.checkpoint_every == 0 {
+                if self.state.global_step.is_multiple_of(self.config.checkpoint_every) {
                     self.checkpoint()?;
                 }
             }
@@ -476,6 +516,7 @@ impl Trainer {
                 0.0
             },
             epoch_seconds: self.state.epoch_seconds,
+            phases: self.state.epoch_phases.scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
         };
         tracing::info!(
             epoch = record.epoch,
@@ -495,6 +536,7 @@ impl Trainer {
         self.state.step_in_epoch = 0;
         self.state.epoch_loss = (0.0, 0);
         self.state.epoch_seconds = 0.0;
+        self.state.epoch_phases = StepPhases::default();
         self.checkpoint()
     }
 
@@ -513,14 +555,26 @@ impl Trainer {
     pub fn step(&mut self, batch: &[usize]) -> Result<f32> {
         let owned: Vec<String> = batch.iter().map(|&i| self.train[i].text.clone()).collect();
         let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let q = self.tower.embed(&texts)?;
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let s = clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+            s
+        };
+        let tokens = self.tower.tokenize(&texts)?;
+        let q = self.tower.embed_batch(&tokens)?;
+        let forward = lap();
         let per_query = self.losses(batch, q.view())?;
         let (loss, upstream) = loss::batch_gradient(&per_query, q.ncols());
+        let retrieval_loss = lap();
         if per_query.iter().all(Option::is_none) {
             return Ok(0.0);
         }
-        let grads = self.tower.gradients(&texts, &upstream)?;
+        let grads = self.tower.gradients_batch(&tokens, &upstream)?.1;
+        let backward = lap();
         self.tower.apply(&grads)?;
+        let optimizer = lap();
+        self.state.epoch_phases.add(&StepPhases { forward, retrieval_loss, backward, optimizer });
         Ok(loss)
     }
 
