@@ -54,6 +54,10 @@ pub struct Args {
     /// Install the best encoder in the index and make it active if the held-out metric did not drop.
     #[arg(long)]
     deploy: bool,
+    /// After selecting the epoch count on the held-out queries, retrain with it on all training
+    /// queries (held-out ones included) and use that encoder.
+    #[arg(long)]
+    refit: bool,
     /// With --deploy: deploy the final parameters even if the held-out metric dropped.
     #[arg(long)]
     force: bool,
@@ -108,11 +112,44 @@ struct Summary {
     best_dev_ndcg10: f64,
     best_epoch: usize,
     history: Vec<ltre_core::trainer::EpochRecord>,
+    refit: Option<Refit>,
     eval_before_ndcg10: Option<f64>,
     eval_after_ndcg10: Option<f64>,
     document_vectors_sha256_before: String,
     document_vectors_sha256_after: String,
     deployed: Option<String>,
+}
+
+/// The refit stage of a run.
+#[derive(Debug, Serialize)]
+struct Refit {
+    epochs: usize,
+    queries: usize,
+}
+
+/// Runs `trainer` with a progress bar; `false` when interrupted (a checkpoint was written).
+fn run_to_end(trainer: &mut Trainer, stop: &AtomicBool, run_dir: &Path) -> Result<bool> {
+    let bar = ProgressBar::new(trainer.total_steps());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.state().global_step);
+    let mut progress = |step: u64, _total: u64, loss: f32, secs: f64| {
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss:.4}  {secs:.2} s/step"));
+    };
+    let outcome = trainer.run(stop, &mut progress)?;
+    bar.finish_and_clear();
+    if outcome == RunOutcome::Interrupted {
+        eprintln!(
+            "interrupted at step {}; run the same command again to resume from {}",
+            trainer.state().global_step,
+            run_dir.display()
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn file_sha256(paths: &[&Path]) -> Result<String> {
@@ -221,24 +258,7 @@ pub fn run(args: Args) -> Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let bar = ProgressBar::new(trainer.total_steps());
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(trainer.state().global_step);
-    let mut progress = |step: u64, _total: u64, loss: f32, secs: f64| {
-        bar.set_position(step);
-        bar.set_message(format!("loss {loss:.4}  {secs:.2} s/step"));
-    };
-    let outcome = trainer.run(&stop, &mut progress)?;
-    bar.finish_and_clear();
-    if outcome == RunOutcome::Interrupted {
-        eprintln!(
-            "interrupted at step {}; run the same command again to resume from {}",
-            trainer.state().global_step,
-            run_dir.display()
-        );
+    if !run_to_end(&mut trainer, &stop, &run_dir)? {
         return Ok(());
     }
 
@@ -261,12 +281,34 @@ pub fn run(args: Args) -> Result<()> {
     let final_params = trainer.tower().params().clone();
     let doc_vectors = trainer.documents().vectors().to_owned();
     drop(trainer);
-    let mut tower = QueryTower::load(&start_dir, tower_options)?;
+    let mut tower = QueryTower::load(&start_dir, tower_options.clone())?;
     let eval_before = match &eval_set {
         Some(set) => Some(evaluate_queries(&mut tower, doc_vectors.view(), &doc_ids, set, 64)?),
         None => None,
     };
-    let chosen = if improved {
+    let mut refit = None;
+    let chosen = if improved && args.refit {
+        // Settings (epochs included) were chosen on the held-out queries; now train them on all
+        // the training queries, held-out ones included, from the same start.
+        let mut refit_config = config.clone();
+        refit_config.epochs = state.best_epoch;
+        let all: Vec<TrainQuery> = train.iter().chain(dev.iter()).cloned().collect();
+        let start = QueryTower::load(&start_dir, tower_options.clone())?;
+        let refit_dir = run_dir.join("refit");
+        eprintln!("refit: {} epochs on all {} training queries", state.best_epoch, all.len());
+        let bm25 = if config.objective == Objective::Bm25Negatives {
+            bm25_candidates(&args.index, &all, &doc_rows)?
+        } else {
+            HashMap::new()
+        };
+        let mut trainer = Trainer::new(refit_config, start, doc_ids.clone(), doc_vectors.clone(), all.clone(), vec![], &refit_dir)?
+            .with_bm25_candidates(bm25);
+        if !run_to_end(&mut trainer, &stop, &refit_dir)? {
+            return Ok(());
+        }
+        refit = Some(Refit { epochs: state.best_epoch, queries: all.len() });
+        trainer.tower().params().clone()
+    } else if improved {
         ParamStore::load(&run_dir.join("best").join("params.safetensors"))?
     } else {
         final_params
@@ -324,6 +366,7 @@ pub fn run(args: Args) -> Result<()> {
         best_dev_ndcg10: state.best_dev_ndcg10,
         best_epoch: state.best_epoch,
         history: state.history,
+        refit,
         eval_before_ndcg10: eval_before,
         eval_after_ndcg10: eval_after,
         document_vectors_sha256_before: checksum_before,
