@@ -125,8 +125,9 @@ fn minilm_matches_independent_numpy_reference() {
         }
     }
     println!(
-        "parity: min cosine {:.8} ({:?}) over {} sentences",
+        "parity: min cosine {:.12} (1 - cos = {:.1e}, {:?}) over {} sentences",
         min.0,
+        1.0 - min.0,
         min.1,
         sentences.len()
     );
