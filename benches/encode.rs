@@ -26,8 +26,12 @@ const REPORT_QUERIES: usize = 300;
 const REPORT_DOCS: usize = 512;
 const DOC_BATCH: usize = 32;
 
+/// The repository root (run-time CARGO_MANIFEST_DIR first: a shared target dir may hold a build
+/// made from another checkout).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn read_jsonl(

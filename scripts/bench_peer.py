@@ -9,7 +9,8 @@ driving the SAME exported model.onnx, with the protocol of `cargo bench --bench 
   sequential execution;
 - query latency: each query alone (batch 1), tokenisation included, after 20 warm-up queries; p50;
 - document throughput: all documents in one call, sorted by token count, 32 per run, each run
-  padded to its longest text (dynamic padding), rows restored to input order; three passes, median.
+  padded to its longest text (dynamic padding), rows restored to input order; --passes passes
+  (default 3), median.
 
 Prints one JSON object. Usage (creates .ltre/venv-peer on first run):
     python3 scripts/bench_peer.py --model DIR [--threads N] [--data ../shared/data/scifact]
