@@ -291,18 +291,6 @@ impl BertAttention {
     }
 }
 
-/// `gelu(x) = x/2 (1 + erf(x/sqrt 2))`, the exact form Hugging Face's `"gelu"` uses.
-pub fn gelu(g: &mut Graph, x: Value) -> Result<Value> {
-    let sqrt2 = g.scalar(std::f32::consts::SQRT_2)?;
-    let u = g.div(x, sqrt2)?;
-    let e = g.erf(u)?;
-    let one = g.scalar(1.0)?;
-    let e1 = g.add(e, one)?;
-    let half = g.scalar(0.5)?;
-    let hx = g.mul(x, half)?;
-    g.mul(hx, e1)
-}
-
 /// Feed-forward expansion with GELU.
 #[derive(Debug, Clone)]
 pub struct BertIntermediate {
@@ -320,7 +308,7 @@ impl BertIntermediate {
     /// `gelu(dense(x))`.
     pub fn forward(&self, g: &mut Graph, x: Value) -> Result<Value> {
         let y = self.dense.forward(g, x)?;
-        gelu(g, y)
+        g.gelu(y)
     }
 }
 

@@ -229,6 +229,100 @@ pub fn read_qrels(path: impl AsRef<Path>) -> Result<Qrels> {
     Ok(qrels)
 }
 
+/// One record of a SMART-format file (`.I id` then `.X` sections), with its line number.
+struct SmartRecord {
+    id: String,
+    line: usize,
+    sections: BTreeMap<char, String>,
+}
+
+fn read_smart(path: &Path) -> Result<Vec<SmartRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut records: Vec<SmartRecord> = Vec::new();
+    let mut section: Option<char> = None;
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index + 1;
+        if let Some(id) = line.strip_prefix(".I") {
+            let id = id.trim();
+            if id.is_empty() {
+                return Err(Error::bad_file(
+                    path,
+                    format!("line {line_no}: `.I` without an id"),
+                ));
+            }
+            records.push(SmartRecord {
+                id: id.to_string(),
+                line: line_no,
+                sections: BTreeMap::new(),
+            });
+            section = None;
+        } else if line.len() == 2 && line.starts_with('.') {
+            section = line.chars().nth(1);
+        } else {
+            let (Some(record), Some(tag)) = (records.last_mut(), section) else {
+                return Err(Error::bad_file(
+                    path,
+                    format!("line {line_no}: text outside a `.I` record section"),
+                ));
+            };
+            let body = record.sections.entry(tag).or_default();
+            if !body.is_empty() {
+                body.push(' ');
+            }
+            body.push_str(line.trim());
+        }
+    }
+    Ok(records)
+}
+
+/// Reads the Cranfield collection from its directory (`cran.all.1400`, `cran.qry`, `cranqrel`).
+///
+/// Documents keep their `.I` number as id (title from `.T`, body from `.W`). Queries are
+/// numbered by position (1..=225), as `cranqrel` refers to them, not by their `.I` number.
+/// Cranfield grades run from 1 (complete answer) to 4 (of minimum interest), -1 meaning not
+/// relevant; they are mapped to `5 - grade` (4 = most relevant) and -1 to 0, so that higher is
+/// better as the metrics expect.
+pub fn read_cranfield(dir: impl AsRef<Path>) -> Result<(Vec<Doc>, Vec<Query>, Qrels)> {
+    let dir = dir.as_ref();
+    let docs = read_smart(&dir.join("cran.all.1400"))?
+        .into_iter()
+        .map(|mut r| Doc {
+            id: r.id,
+            title: r.sections.remove(&'T').unwrap_or_default(),
+            // Two documents of the real collection (471, 995) have an empty body.
+            text: r.sections.remove(&'W').unwrap_or_default(),
+        })
+        .collect();
+    let queries_path = dir.join("cran.qry");
+    let queries = read_smart(&queries_path)?
+        .into_iter()
+        .enumerate()
+        .map(|(position, mut r)| {
+            let text = r.sections.remove(&'W').ok_or_else(|| {
+                Error::bad_file(
+                    &queries_path,
+                    format!("line {}: query {} has no `.W` text", r.line, r.id),
+                )
+            })?;
+            Ok(Query {
+                id: (position + 1).to_string(),
+                text,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut qrels = read_qrels(dir.join("cranqrel"))?;
+    for judgements in qrels.values_mut() {
+        for grade in judgements.values_mut() {
+            *grade = if (1..=4).contains(grade) {
+                5 - *grade
+            } else {
+                0
+            };
+        }
+    }
+    Ok((docs, queries, qrels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +448,61 @@ mod tests {
         let path = write(dir.path(), "bad2.tsv", "1\td1\tone\n");
         let err = read_qrels(&path).unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("`one`"), "{err}");
+    }
+
+    #[test]
+    fn cranfield_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "cran.all.1400",
+            ".I 1\n.T\nwing flow\n.A\nx\n.W\nwing in a\nslipstream .\n.I 3\n.W\nbody\n",
+        );
+        write(
+            dir.path(),
+            "cran.qry",
+            ".I 001\n.W\nwhat wing\n.I 004\n.W\nother\n",
+        );
+        write(dir.path(), "cranqrel", "1 1 2\n1 3 -1\n2 3 4\n");
+        let (docs, queries, qrels) = read_cranfield(dir.path()).unwrap();
+        assert_eq!(
+            docs[0],
+            Doc {
+                id: "1".into(),
+                title: "wing flow".into(),
+                text: "wing in a slipstream .".into()
+            }
+        );
+        assert_eq!(docs[1].id, "3");
+        assert_eq!(
+            queries[1],
+            Query {
+                id: "2".into(),
+                text: "other".into()
+            }
+        );
+        assert_eq!(
+            (qrels["1"]["1"], qrels["1"]["3"], qrels["2"]["3"]),
+            (3, 0, 1)
+        );
+
+        write(dir.path(), "cran.qry", "stray\n");
+        let err = read_cranfield(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("cran.qry") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn real_cranfield_if_present() {
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let dir = Path::new(&manifest).join("../../shared/data/cranfield");
+        if !dir.join("cran.qry").exists() {
+            return;
+        }
+        let (docs, queries, qrels) = read_cranfield(&dir).unwrap();
+        assert_eq!((docs.len(), queries.len()), (1400, 225));
+        assert!(qrels
+            .keys()
+            .all(|q| q.parse::<usize>().is_ok_and(|n| (1..=225).contains(&n))));
     }
 }

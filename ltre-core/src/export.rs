@@ -80,6 +80,19 @@ pub struct ExportSettings {
 }
 
 impl ExportSettings {
+    /// The settings an existing export was made with, e.g. to re-export trained parameters
+    /// the same way; `source` records where the new parameters come from.
+    pub fn from_manifest(manifest: &Manifest, source: impl Into<String>) -> ExportSettings {
+        ExportSettings {
+            pooling: manifest.pooling,
+            normalize: manifest.normalize,
+            query_max_length: manifest.query_max_length,
+            document_max_length: manifest.document_max_length,
+            train: manifest.train.as_ref().map(|t| t.word_embeddings),
+            source: source.into(),
+        }
+    }
+
     /// The pooling/normalisation part.
     pub fn encoder_spec(&self) -> EncoderSpec {
         EncoderSpec {

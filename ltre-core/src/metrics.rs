@@ -317,7 +317,11 @@ mod tests {
     /// Agreement with trec_eval on the synthetic fixture written by `scripts/trec_parity.py`.
     #[test]
     fn trec_eval_parity() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/trec_parity");
+        // Cargo sets CARGO_MANIFEST_DIR when it runs tests; prefer it to the compile-time value,
+        // which is stale when a shared target dir reuses a build from another checkout.
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let dir = Path::new(&manifest).join("../tests/fixtures/trec_parity");
         let run = read_trec_run(&dir.join("run.trec")).unwrap();
         let qrels = crate::data::read_qrels(dir.join("qrels.tsv")).unwrap();
         let expected: serde_json::Value =

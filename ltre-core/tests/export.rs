@@ -1,7 +1,7 @@
 //! Exporting checkpoints to ONNX and running the result in ONNX Runtime.
 use std::path::{Path, PathBuf};
 
-use ltre_core::export::{export_checkpoint, ExportOptions};
+use ltre_core::export::{export_checkpoint, export_params, ExportOptions, ExportSettings};
 use ltre_core::manifest::{Manifest, Pooling};
 use ltre_core::params::ParamStore;
 use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
@@ -106,6 +106,26 @@ fn tiny_checkpoint_exports_and_runs() {
     for f in ["model.onnx", "tokenizer.json", "config.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // Re-exporting the same parameters with the manifest's settings reproduces the export.
+    let config = ltre_core::checkpoint::BertConfig::load(&out.join("config.json")).unwrap();
+    let settings = ExportSettings::from_manifest(&manifest, "retrained");
+    let again = tmp.path().join("again");
+    let m2 = export_params(
+        &config,
+        &exported,
+        &out.join("tokenizer.json"),
+        &settings,
+        &again,
+    )
+    .unwrap();
+    assert_eq!(m2.source, "retrained");
+    assert_eq!(m2.weights_sha256, manifest.weights_sha256);
+    assert_eq!(
+        std::fs::read(again.join("model.onnx")).unwrap(),
+        std::fs::read(out.join("model.onnx")).unwrap()
+    );
+    std::fs::remove_dir_all(&again).unwrap();
+
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -75,6 +75,9 @@ pub enum VectorError {
     /// The field requires a vector on every document and this one has none.
     #[error("the dense field is required and the document has no vector")]
     Missing,
+    /// A vector was given for a document that already carries one.
+    #[error("the document already carries a vector for the dense field; give it once")]
+    Duplicate,
     /// A raw payload whose byte length is not `4 * dim`.
     #[error("payload of {bytes} bytes is not {dim} little-endian f32")]
     BadPayload {

@@ -427,8 +427,7 @@ pub(crate) struct VectorsWriter {
     dim: usize,
     rows: Vec<f32>,
     present: Vec<u64>,
-    max_doc: u32,
-    num_present: u32,
+    max_doc: usize,
 }
 
 impl VectorsWriter {
@@ -438,96 +437,122 @@ impl VectorsWriter {
             rows: Vec::new(),
             present: Vec::new(),
             max_doc: 0,
-            num_present: 0,
         }
     }
 
-    fn push_absent(&mut self) {
-        self.rows.resize(self.rows.len() + self.dim, 0.0);
-        self.advance(false);
-    }
-
-    fn advance(&mut self, present: bool) {
-        let doc = self.max_doc as usize;
-        if doc / 64 >= self.present.len() {
+    pub(crate) fn push(&mut self, vector: Option<&[f32]>) {
+        let doc = self.max_doc;
+        if doc.is_multiple_of(64) {
             self.present.push(0);
         }
-        if present {
-            self.present[doc / 64] |= 1u64 << (doc % 64);
-            self.num_present += 1;
+        match vector {
+            Some(v) => {
+                self.rows.extend_from_slice(v);
+                self.present[doc / 64] |= 1u64 << (doc % 64);
+            }
+            None => self.rows.resize(self.rows.len() + self.dim, 0.0),
         }
         self.max_doc += 1;
     }
 
-    pub(crate) fn push(&mut self, vector: Option<&[f32]>) {
-        match vector {
-            Some(v) => {
-                self.rows.extend_from_slice(v);
-                self.advance(true);
-            }
-            None => self.push_absent(),
-        }
-    }
-
-    /// Present rows (contiguous) and their doc ids, for the approximate index.
-    fn present_rows(&self) -> (Vec<f32>, Vec<u32>) {
-        let mut rows = Vec::with_capacity(self.num_present as usize * self.dim);
-        let mut docs = Vec::with_capacity(self.num_present as usize);
-        for doc in 0..self.max_doc {
-            if self.present[doc as usize / 64] & (1u64 << (doc % 64)) != 0 {
-                let start = doc as usize * self.dim;
-                rows.extend_from_slice(&self.rows[start..start + self.dim]);
-                docs.push(doc);
-            }
-        }
-        (rows, docs)
+    fn is_present(&self, doc: usize) -> bool {
+        self.present[doc / 64] & (1u64 << (doc % 64)) != 0
     }
 
     pub(crate) fn write(self, segment: &Segment, ann: Option<&AnnOptions>) -> tantivy::Result<()> {
-        let component = tantivy::index::SegmentComponent::Custom(VECTORS_EXTENSION.to_string());
-        let mut out = segment.open_write(component)?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&(self.dim as u32).to_le_bytes());
-        header[16..20].copy_from_slice(&self.max_doc.to_le_bytes());
-        header[20..24].copy_from_slice(&self.num_present.to_le_bytes());
-        out.write_all(&header)?;
-        for word in &self.present {
-            out.write_all(&word.to_le_bytes())?;
-        }
-        let mut buffer = Vec::with_capacity(self.dim * 4);
-        for row in self.rows.chunks_exact(self.dim.max(1)) {
-            buffer.clear();
-            buffer.extend(row.iter().flat_map(|x| x.to_le_bytes()));
-            out.write_all(&buffer)?;
-        }
-        out.terminate()?;
+        let dim = self.dim;
+        write_segment(segment, dim, ann, || {
+            self.rows
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(doc, row)| self.is_present(doc).then_some(row))
+        })
+    }
+}
 
-        let built = match ann {
-            Some(options) if self.num_present as usize >= options.min_docs => {
-                let (rows, docs) = self.present_rows();
-                match ann::build(options, self.dim, &rows) {
-                    Ok(bytes) => Some((docs, bytes)),
-                    Err(e) => {
-                        // The exact scan still serves this segment; a failed build must not lose it.
-                        tracing::warn!(
-                            "approximate index not built for segment {}: {e}",
-                            segment.id().short_uuid_string()
-                        );
-                        None
-                    }
+/// Writes a segment's `.ltrevec` and `.ltreann` components. `rows` yields, in doc-id order, each
+/// document's vector or `None`; it is called once per pass (presence, rows, approximate index),
+/// so a merge streams from the source segments instead of holding the merged rows in memory.
+fn write_segment<'a, I, F>(
+    segment: &Segment,
+    dim: usize,
+    ann: Option<&AnnOptions>,
+    rows: F,
+) -> tantivy::Result<()>
+where
+    I: Iterator<Item = Option<&'a [f32]>>,
+    F: Fn() -> I,
+{
+    let mut present: Vec<u64> = Vec::new();
+    let (mut max_doc, mut num_present) = (0u32, 0u32);
+    for row in rows() {
+        let doc = max_doc as usize;
+        if doc.is_multiple_of(64) {
+            present.push(0);
+        }
+        if row.is_some() {
+            present[doc / 64] |= 1u64 << (doc % 64);
+            num_present += 1;
+        }
+        max_doc += 1;
+    }
+
+    let component = tantivy::index::SegmentComponent::Custom(VECTORS_EXTENSION.to_string());
+    let mut out = segment.open_write(component)?;
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
+    header[16..20].copy_from_slice(&max_doc.to_le_bytes());
+    header[20..24].copy_from_slice(&num_present.to_le_bytes());
+    out.write_all(&header)?;
+    for word in &present {
+        out.write_all(&word.to_le_bytes())?;
+    }
+    let zeros = vec![0u8; dim * 4];
+    let mut buffer = Vec::with_capacity(dim * 4);
+    for row in rows() {
+        match row {
+            Some(row) => {
+                buffer.clear();
+                buffer.extend(row.iter().flat_map(|x| x.to_le_bytes()));
+                out.write_all(&buffer)?;
+            }
+            None => out.write_all(&zeros)?,
+        }
+    }
+    out.terminate()?;
+
+    let built = match ann {
+        Some(options) if num_present as usize >= options.min_docs => {
+            let mut vectors = Vec::with_capacity(num_present as usize * dim);
+            let mut docs = Vec::with_capacity(num_present as usize);
+            for (doc, row) in rows().enumerate() {
+                if let Some(row) = row {
+                    vectors.extend_from_slice(row);
+                    docs.push(doc as DocId);
                 }
             }
-            _ => None,
-        };
-        ann::write_component(
-            segment,
-            built
-                .as_ref()
-                .map(|(docs, bytes)| (docs.as_slice(), bytes.as_slice())),
-        )
-    }
+            match ann::build(options, dim, &vectors) {
+                Ok(bytes) => Some((docs, bytes)),
+                Err(e) => {
+                    // The exact scan still serves this segment; a failed build must not lose it.
+                    tracing::warn!(
+                        "approximate index not built for segment {}: {e}",
+                        segment.id().short_uuid_string()
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    ann::write_component(
+        segment,
+        built
+            .as_ref()
+            .map(|(docs, bytes)| (docs.as_slice(), bytes.as_slice())),
+    )
 }
 
 /// The [`SegmentPlugin`] of the dense field.
@@ -553,14 +578,24 @@ impl SegmentPlugin for DensePlugin {
         }
         // Stacked mappings concatenate the alive documents of the readers in order; the readers
         // already carry the merge's alive sets.
-        let mut vectors = VectorsWriter::new(self.dense.dim());
-        for reader in ctx.readers {
-            let source = self.dense.segment_vectors(reader)?;
-            for doc in reader.doc_ids_alive() {
-                vectors.push(source.vector(doc));
-            }
-        }
-        vectors.write(ctx.target_segment, self.dense.options().ann.as_ref())
+        let sources = ctx
+            .readers
+            .iter()
+            .map(|reader| self.dense.segment_vectors(reader))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        write_segment(
+            ctx.target_segment,
+            self.dense.dim(),
+            self.dense.options().ann.as_ref(),
+            || {
+                ctx.readers
+                    .iter()
+                    .zip(&sources)
+                    .flat_map(|(reader, source)| {
+                        reader.doc_ids_alive().map(move |doc| source.vector(doc))
+                    })
+            },
+        )
     }
 
     fn space_usage(

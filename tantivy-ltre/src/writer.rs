@@ -124,7 +124,8 @@ impl DenseIndexWriter {
         Ok(self.writer.commit()?)
     }
 
-    /// Checks `vector`, or a vector already attached to `doc`, and attaches `vector`.
+    /// Checks `vector` and attaches it to `doc`, or checks the vector `doc` already carries
+    /// (from [`DenseField::set_vector`]); a document may carry at most one.
     fn prepare(
         &self,
         doc: &mut TantivyDocument,
@@ -147,12 +148,14 @@ impl DenseIndexWriter {
                 .collect();
             validate_vector(&v, self.dense.dim())?;
         }
+        if attached > 1 {
+            return Err(VectorError::Duplicate);
+        }
         match vector {
+            Some(_) if attached > 0 => Err(VectorError::Duplicate),
             Some(v) => {
                 validate_vector(v, self.dense.dim())?;
-                if attached == 0 {
-                    doc.add_custom(field, &encode_vector(v));
-                }
+                doc.add_custom(field, &encode_vector(v));
                 Ok(())
             }
             None if attached > 0 => Ok(()),

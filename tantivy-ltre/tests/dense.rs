@@ -181,6 +181,21 @@ fn self_queries_after_merges_and_deletes() {
     reader.reload().unwrap();
     let searcher = reader.searcher();
     assert_eq!(searcher.segment_readers().len(), 1);
+    // The merged-away segments' vector files were garbage-collected with them.
+    let merged = searcher.segment_readers()[0].segment_id().uuid_string();
+    let mut vector_files: Vec<String> = f
+        .index
+        .directory()
+        .list_managed_files()
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".ltrevec") || p.ends_with(".ltreann"))
+        .collect();
+    vector_files.sort();
+    assert_eq!(
+        vector_files,
+        vec![format!("{merged}.ltreann"), format!("{merged}.ltrevec")]
+    );
     assert_eq!(searcher.num_docs(), 121 - deleted.len() as u64);
     let vectors = f
         .dense
@@ -307,6 +322,10 @@ fn bad_vectors_are_refused_and_the_rest_of_the_batch_is_kept() {
         "{message}"
     );
     assert!(w.add_document(doc(&f, 6), Some(&[0.0; 3])).is_err());
+    let mut twice = doc(&f, 7);
+    f.dense.set_vector(&mut twice, &good).unwrap();
+    let report = w.add_documents(vec![(twice, Some(good.clone()))]).unwrap();
+    assert_eq!(report.rejected, vec![(0, VectorError::Duplicate)]);
     assert!(DenseQuery::new(&f.dense, vec![f32::NAN; DIM], 1).is_err());
     w.commit().unwrap();
 
@@ -527,4 +546,45 @@ fn linear_fusion_weights_move_between_the_two_rankings() {
     let lexical_ids = ids(&lexical_hits);
     assert!(ids(&lexical_only).iter().all(|id| lexical_ids.contains(id)));
     assert!(ids(&dense_only).contains(&11));
+}
+
+#[test]
+fn ivf_pq_segment_index_keeps_self_queries_near_the_top() {
+    let options = DenseFieldOptions::new(DIM).with_ann(AnnOptions::new("IVF4,PQ8x4np", 100));
+    let f = fixture_in(None, options);
+    let mut w = writer(&f);
+    let mut rng = StdRng::seed_from_u64(8);
+    let all = add(&f, &w, 0..300, &mut rng);
+    w.commit().unwrap();
+    let searcher = f.index.reader().unwrap().searcher();
+    let ann = f.dense.ann_segment(&searcher.segment_readers()[0]).unwrap();
+    assert_eq!(ann.map(|a| a.len()), Some(300));
+    let params = AnnParams {
+        nprobe: Some(4),
+        ef_search: None,
+    };
+    let found = all
+        .iter()
+        .filter(|(id, v)| {
+            let query = DenseQuery::new(&f.dense, v.clone(), 10)
+                .unwrap()
+                .with_ann_params(params);
+            let hits = searcher
+                .search(&query, &TopDocs::with_limit(10).order_by_score())
+                .unwrap();
+            hits.iter()
+                .any(|(_, a)| stored_id(&searcher, &f, *a) == *id)
+        })
+        .count();
+    // PQ scores are approximate: the document itself must still be in the top 10 nearly always.
+    assert!(found >= 270, "self in top 10 for {found}/300");
+    // The exact scan bypasses the index and is exact.
+    let query = DenseQuery::new(&f.dense, all[5].1.clone(), 1)
+        .unwrap()
+        .exact();
+    let top = searcher
+        .search(&query, &TopDocs::with_limit(1).order_by_score())
+        .unwrap();
+    assert_eq!(stored_id(&searcher, &f, top[0].1), 5);
+    assert!((top[0].0 - 1.0).abs() < 1e-5);
 }

@@ -158,6 +158,8 @@ impl Tensor {
 pub enum Op {
     Identity,
     Add,
+    /// Variadic broadcasting sum.
+    Sum,
     Sub,
     Mul,
     Div,
@@ -229,6 +231,11 @@ pub enum Op {
     },
     /// Inputs: data, pads (constant mode, zero fill).
     Pad,
+    /// Exact GELU `x/2 (1 + erf(x/sqrt 2))`, a composite written out as five ai.onnx nodes
+    /// (the pattern ONNX Runtime fuses for inference). Inputs: x and the scalar constants
+    /// `sqrt 2`, `1`, `0.5`. Outputs: y, `u = x/sqrt 2` and `1 + erf(u)`, the intermediates its
+    /// gradient reuses.
+    Gelu,
 }
 
 impl Op {
@@ -237,6 +244,7 @@ impl Op {
         match self {
             Op::Identity => "Identity",
             Op::Add => "Add",
+            Op::Sum => "Sum",
             Op::Sub => "Sub",
             Op::Mul => "Mul",
             Op::Div => "Div",
@@ -267,6 +275,7 @@ impl Op {
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             Op::ScatterND { .. } => "ScatterND",
             Op::Pad => "Pad",
+            Op::Gelu => "Gelu",
         }
     }
 
@@ -728,6 +737,14 @@ impl Graph {
                 };
                 one(d, s)
             }
+            Op::Sum => {
+                if inputs.is_empty() || inputs.iter().any(|&v| self.dtype(v) != dtype(0)) {
+                    return Err(graph_err(op, "needs inputs of one element type"));
+                }
+                let shapes: Vec<&[Dim]> = inputs.iter().map(|&v| self.shape(v)).collect();
+                let s = self.broadcast(&shapes).map_err(|m| graph_err(op, m))?;
+                one(dtype(0), s)
+            }
             Op::Where => {
                 arity(3)?;
                 let s = self
@@ -1035,6 +1052,11 @@ impl Graph {
                 op,
                 "output shape depends on run-time pads; use node_with_shapes",
             )),
+            Op::Gelu => {
+                arity(4)?;
+                let x = (dtype(0), shape(0));
+                Ok((vec![x.clone(), x.clone(), x], None))
+            }
         }
     }
 
@@ -1093,7 +1115,10 @@ impl Graph {
             .iter()
             .zip(&node_needed)
             .filter(|(_, &n)| n)
-            .map(|(n, _)| {
+            .flat_map(|(n, _)| {
+                if n.op == Op::Gelu {
+                    return self.expand_gelu(n);
+                }
                 let first_optional = n.op.optional_outputs_from();
                 let mut output: Vec<String> = n
                     .outputs
@@ -1110,7 +1135,7 @@ impl Graph {
                 while output.len() > 1 && output.last().is_some_and(String::is_empty) {
                     output.pop();
                 }
-                NodeProto {
+                vec![NodeProto {
                     input: n
                         .inputs
                         .iter()
@@ -1122,7 +1147,7 @@ impl Graph {
                     attribute: n.op.attributes(),
                     doc_string: String::new(),
                     domain: String::new(),
-                }
+                }]
             })
             .collect();
         let initializer = self
@@ -1153,6 +1178,39 @@ impl Graph {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl Graph {
+    /// Writes out a [`Op::Gelu`] node as `Div`, `Erf`, `Add`, `Mul`, `Mul`.
+    fn expand_gelu(&self, n: &Node) -> Vec<NodeProto> {
+        let name = |v: Value| self.values[v.index()].name.clone();
+        let (x, sqrt2, one, half) = (
+            name(n.inputs[0]),
+            name(n.inputs[1]),
+            name(n.inputs[2]),
+            name(n.inputs[3]),
+        );
+        let (y, u, e1) = (name(n.outputs[0]), name(n.outputs[1]), name(n.outputs[2]));
+        let (erf, hx) = (format!("{y}/erf"), format!("{y}/half_x"));
+        let node = |op: &str, input: [&String; 2], output: &String| NodeProto {
+            input: input.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            op_type: op.to_string(),
+            ..Default::default()
+        };
+        vec![
+            node("Div", [&x, &sqrt2], &u),
+            NodeProto {
+                input: vec![u.clone()],
+                output: vec![erf.clone()],
+                op_type: "Erf".into(),
+                ..Default::default()
+            },
+            node("Add", [&erf, &one], &e1),
+            node("Mul", [&x, &half], &hx),
+            node("Mul", [&hx, &e1], &y),
+        ]
     }
 }
 
@@ -1256,6 +1314,10 @@ impl Graph {
     pub fn add(&mut self, a: Value, b: Value) -> Result<Value> {
         self.one(Op::Add, &[a, b])
     }
+    /// The sum of all `xs` (broadcasting).
+    pub fn sum(&mut self, xs: &[Value]) -> Result<Value> {
+        self.one(Op::Sum, xs)
+    }
     /// `a - b` (broadcasting).
     pub fn sub(&mut self, a: Value, b: Value) -> Result<Value> {
         self.one(Op::Sub, &[a, b])
@@ -1287,6 +1349,13 @@ impl Graph {
     /// The error function.
     pub fn erf(&mut self, x: Value) -> Result<Value> {
         self.one(Op::Erf, &[x])
+    }
+    /// Exact (erf) GELU; see [`Op::Gelu`].
+    pub fn gelu(&mut self, x: Value) -> Result<Value> {
+        let sqrt2 = self.scalar(std::f32::consts::SQRT_2)?;
+        let one = self.scalar(1.0)?;
+        let half = self.scalar(0.5)?;
+        Ok(self.node(Op::Gelu, &[x, sqrt2, one, half], 3)?[0])
     }
     /// `a > b` as booleans.
     pub fn greater(&mut self, a: Value, b: Value) -> Result<Value> {
