@@ -5,6 +5,8 @@
 //! cargo bench --bench encode                    # criterion
 //! cargo bench --bench encode -- --report        # p50 / docs/s as JSON, comparable with
 //!                                               # scripts/bench_peer.py (same texts, same protocol)
+//! python3 scripts/bench_peer.py --model DIR --paired target/release/deps/encode-HASH
+//!                                               # both, interleaved (`--serve` mode here)
 //! ```
 //!
 //! The model is exported into a temporary directory unless `LTRE_BENCH_MODEL` names an exported
@@ -18,14 +20,18 @@ use ltre::core::encoder::{EncoderOptions, TextKind};
 use ltre::core::export::{export_checkpoint, ExportOptions};
 use ltre::core::Encoder;
 
-/// Queries timed one by one in `--report` mode.
+/// Queries timed one by one in `--report` mode (`LTRE_BENCH_QUERIES` overrides).
 const REPORT_QUERIES: usize = 300;
-/// Documents encoded per throughput pass in `--report` mode.
+/// Documents encoded per throughput pass in `--report` mode (`LTRE_BENCH_DOCS` overrides).
 const REPORT_DOCS: usize = 512;
 const DOC_BATCH: usize = 32;
 
+/// The repository root (run-time CARGO_MANIFEST_DIR first: a shared target dir may hold a build
+/// made from another checkout).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn read_jsonl(
@@ -54,16 +60,22 @@ fn scifact() -> Option<(Vec<String>, Vec<String>)> {
         );
         return None;
     }
-    let queries = read_jsonl(&dir.join("queries.jsonl"), REPORT_QUERIES, |v| {
-        v["text"].as_str().unwrap().to_string()
-    });
-    let docs = read_jsonl(&dir.join("corpus.jsonl"), REPORT_DOCS, |v| {
-        format!(
-            "{} {}",
-            v["title"].as_str().unwrap_or(""),
-            v["text"].as_str().unwrap_or("")
-        )
-    });
+    let queries = read_jsonl(
+        &dir.join("queries.jsonl"),
+        env_or("LTRE_BENCH_QUERIES", REPORT_QUERIES),
+        |v| v["text"].as_str().unwrap().to_string(),
+    );
+    let docs = read_jsonl(
+        &dir.join("corpus.jsonl"),
+        env_or("LTRE_BENCH_DOCS", REPORT_DOCS),
+        |v| {
+            format!(
+                "{} {}",
+                v["title"].as_str().unwrap_or(""),
+                v["text"].as_str().unwrap_or("")
+            )
+        },
+    );
     Some((queries, docs))
 }
 
@@ -86,17 +98,19 @@ fn model() -> Option<(PathBuf, Option<tempfile::TempDir>)> {
     Some((out, Some(tmp)))
 }
 
+fn env_or(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn options() -> EncoderOptions {
     let mut options = EncoderOptions {
         batch_size: DOC_BATCH,
         ..Default::default()
     };
-    if let Some(n) = std::env::var("LTRE_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        options.threads = n;
-    }
+    options.threads = env_or("LTRE_BENCH_THREADS", options.threads);
     options
 }
 
@@ -132,6 +146,20 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         })
         .collect();
     tokenize.sort_by(f64::total_cmp);
+    // The session alone, on pre-tokenised queries: what is left is the encoder's own overhead.
+    let batches: Vec<_> = queries
+        .iter()
+        .map(|q| encoder.tokenize(&[q], TextKind::Query).unwrap())
+        .collect();
+    let mut run: Vec<f64> = batches
+        .iter()
+        .map(|b| {
+            let start = Instant::now();
+            std::hint::black_box(encoder.run(b).unwrap());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    run.sort_by(f64::total_cmp);
 
     let mut passes: Vec<f64> = (0..3)
         .map(|_| {
@@ -152,12 +180,51 @@ fn report(encoder: &Encoder, model: &Path, queries: &[String], docs: &[String]) 
         "query_p90_ms": percentile(&latencies, 0.9),
         "query_mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
         "query_tokenize_p50_ms": percentile(&tokenize, 0.5),
+        "query_session_p50_ms": percentile(&run, 0.5),
         "doc_batch": DOC_BATCH,
         "n_docs": docs.len(),
         "doc_pass_s": passes,
         "docs_per_s": docs.len() as f64 / passes[1],
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// `--serve`: timing on request, for `scripts/bench_peer.py --paired`, which alternates its own
+/// measurements with these so that both sides see the same background load. Reads one command
+/// per line (`query I`, `session I`, `docs`) and answers with the elapsed milliseconds.
+fn serve(encoder: &Encoder, queries: &[String], docs: &[String]) {
+    use std::io::{BufRead, Write};
+    let batches: Vec<_> = queries
+        .iter()
+        .map(|q| encoder.tokenize(&[q], TextKind::Query).unwrap())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {} {}", queries.len(), docs.len()).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let start = Instant::now();
+        match cmd {
+            "query" => {
+                let q = &queries[arg.parse::<usize>().unwrap()];
+                std::hint::black_box(encoder.encode_queries(&[q]).unwrap());
+            }
+            "session" => {
+                std::hint::black_box(
+                    encoder
+                        .run(&batches[arg.parse::<usize>().unwrap()])
+                        .unwrap(),
+                );
+            }
+            "docs" => {
+                std::hint::black_box(encoder.encode_documents(docs).unwrap());
+            }
+            other => panic!("unknown command {other:?}"),
+        }
+        writeln!(out, "{}", start.elapsed().as_secs_f64() * 1e3).unwrap();
+        out.flush().unwrap();
+    }
 }
 
 fn bench(c: &mut Criterion, encoder: &Encoder, queries: &[String], docs: &[String]) {
@@ -186,6 +253,10 @@ fn main() {
     };
     let Some((dir, _keep)) = model() else { return };
     let encoder = Encoder::load_with(&dir, options()).unwrap();
+    if std::env::args().any(|a| a == "--serve") {
+        serve(&encoder, &queries, &docs);
+        return;
+    }
     if std::env::args().any(|a| a == "--report") {
         report(&encoder, &dir, &queries, &docs);
         return;

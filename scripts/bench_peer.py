@@ -9,10 +9,16 @@ driving the SAME exported model.onnx, with the protocol of `cargo bench --bench 
   sequential execution;
 - query latency: each query alone (batch 1), tokenisation included, after 20 warm-up queries; p50;
 - document throughput: all documents in one call, sorted by token count, 32 per run, each run
-  padded to its longest text (dynamic padding), rows restored to input order; three passes, median.
+  padded to its longest text (dynamic padding), rows restored to input order; --passes passes
+  (default 3), median.
 
 Prints one JSON object. Usage (creates .ltre/venv-peer on first run):
     python3 scripts/bench_peer.py --model DIR [--threads N] [--data ../shared/data/scifact]
+
+With `--paired BENCH_BINARY` (the compiled `benches/encode.rs`), the Rust encoder runs in a child
+process (`--serve`) and every measurement alternates between the two sides (order flipped each
+time, a short pause between), so that on a shared machine both see the same background load;
+the output then holds both sides and their ratios.
 """
 import argparse
 import json
@@ -77,7 +83,8 @@ class PeerEncoder:
             os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, encodings):
+    @staticmethod
+    def feeds(encodings):
         import numpy as np
 
         seq = max(len(e.ids) for e in encodings)
@@ -89,8 +96,10 @@ class PeerEncoder:
             ids[i, :n] = e.ids
             mask[i, :n] = e.attention_mask
             types[i, :n] = e.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return self.session.run(["embedding"], feeds)[0]
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def run(self, encodings):
+        return self.session.run(["embedding"], self.feeds(encodings))[0]
 
     def encode(self, texts, kind, batch=DOC_BATCH):
         import numpy as np
@@ -107,6 +116,77 @@ class PeerEncoder:
         return out
 
 
+class RustServer:
+    """The Rust encoder in `benches/encode.rs --serve` mode: one timed command per line."""
+
+    def __init__(self, binary, model, threads, queries, docs):
+        env = dict(os.environ, LTRE_BENCH_MODEL=model, LTRE_BENCH_THREADS=str(threads),
+                   LTRE_BENCH_QUERIES=str(queries), LTRE_BENCH_DOCS=str(docs))
+        self.proc = subprocess.Popen([binary, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, text=True, cwd=ROOT)
+        ready = self.proc.stdout.readline().split()
+        if ready[:1] != ["ready"] or ready[1:] != [str(queries), str(docs)]:
+            raise SystemExit(f"bench_peer: {binary} --serve answered {ready!r}")
+
+    def time_ms(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def paired(enc, rust, queries, docs, passes):
+    """Alternates peer and Rust measurements; returns (peer, rust) stats."""
+    sides = {"peer": {"query": [], "session": [], "docs": []}, "rust": {"query": [], "session": [], "docs": []}}
+    feeds = [enc.feeds([enc.tokenizers["query"].encode(q)]) for q in queries]
+
+    def peer_ms(what, i):
+        start = time.perf_counter()
+        if what == "query":
+            enc.encode([queries[i]], "query")
+        elif what == "session":
+            enc.session.run(["embedding"], feeds[i])
+        else:
+            enc.encode(docs, "document")
+        return (time.perf_counter() - start) * 1e3
+
+    def both(what, i, n):
+        order = ("peer", "rust") if n % 2 == 0 else ("rust", "peer")
+        for side in order:
+            ms = peer_ms(what, i) if side == "peer" else rust.time_ms(f"{what} {i}".strip())
+            sides[side][what].append(ms)
+            time.sleep(0.01)  # let the other side's spinning intra-op threads go idle
+
+    for i in range(min(20, len(queries))):
+        peer_ms("query", i)
+        rust.time_ms(f"query {i}")
+    for i in range(len(queries)):
+        both("query", i, i)
+    for i in range(len(queries)):
+        both("session", i, i + 1)
+    for n in range(passes):
+        both("docs", "", n)
+    return sides
+
+
+def summary(stats, n_docs):
+    def pct(xs, p):
+        xs = sorted(xs)
+        return xs[round((len(xs) - 1) * p)]
+
+    passes = sorted(ms / 1e3 for ms in stats["docs"])
+    return {
+        "query_p50_ms": pct(stats["query"], 0.5),
+        "query_p90_ms": pct(stats["query"], 0.9),
+        "query_session_p50_ms": pct(stats["session"], 0.5),
+        "doc_pass_s": passes,
+        "docs_per_s": n_docs / statistics.median(passes),
+    }
+
+
 def main():
     ensure_venv()
     import onnxruntime
@@ -116,15 +196,37 @@ def main():
     ap.add_argument("--model", required=True, help="exported model directory (ltre-cli export-onnx)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "scifact"))
+    ap.add_argument("--queries", type=int, default=N_QUERIES, help="queries timed one by one")
+    ap.add_argument("--docs", type=int, default=N_DOCS, help="documents per throughput pass")
+    ap.add_argument("--passes", type=int, default=3, help="document passes (median reported)")
+    ap.add_argument("--paired", metavar="BENCH_BINARY", help="interleave with the Rust encoder (see above)")
     args = ap.parse_args()
 
-    queries = read_jsonl(os.path.join(args.data, "queries.jsonl"), N_QUERIES, lambda v: v["text"])
+    queries = read_jsonl(os.path.join(args.data, "queries.jsonl"), args.queries, lambda v: v["text"])
     docs = read_jsonl(
         os.path.join(args.data, "corpus.jsonl"),
-        N_DOCS,
+        args.docs,
         lambda v: f"{v.get('title') or ''} {v.get('text') or ''}",
     )
     enc = PeerEncoder(args.model, args.threads)
+    if args.paired:
+        rust = RustServer(args.paired, args.model, args.threads, len(queries), len(docs))
+        sides = paired(enc, rust, queries, docs, args.passes)
+        rust.close()
+        peer, ours = summary(sides["peer"], len(docs)), summary(sides["rust"], len(docs))
+        print(json.dumps({
+            "protocol": "paired",
+            "model": args.model,
+            "threads": args.threads,
+            "n_queries": len(queries),
+            "n_docs": len(docs),
+            "doc_batch": DOC_BATCH,
+            "peer": dict(impl=f"Python onnxruntime {onnxruntime.__version__}, tokenizers {tokenizers.__version__}", **peer),
+            "rust": dict(impl="ltre Encoder (ort 2.0.0-rc.15, tokenizers 0.23)", **ours),
+            "rust_query_p50_over_peer": ours["query_p50_ms"] / peer["query_p50_ms"],
+            "rust_docs_per_s_over_peer": ours["docs_per_s"] / peer["docs_per_s"],
+        }, indent=2))
+        return
 
     for q in queries[:20]:
         enc.encode([q], "query")
@@ -142,9 +244,17 @@ def main():
         enc.tokenizers["query"].encode(q)
         tokenize.append((time.perf_counter() - start) * 1e3)
     tokenize.sort()
+    # The session alone, on pre-tokenised queries.
+    batches = [enc.feeds([enc.tokenizers["query"].encode(q)]) for q in queries]
+    session = []
+    for feeds in batches:
+        start = time.perf_counter()
+        enc.session.run(["embedding"], feeds)
+        session.append((time.perf_counter() - start) * 1e3)
+    session.sort()
 
     passes = []
-    for _ in range(3):
+    for _ in range(args.passes):
         start = time.perf_counter()
         enc.encode(docs, "document")
         passes.append(time.perf_counter() - start)
@@ -165,10 +275,11 @@ def main():
                 "query_p90_ms": pct(0.9),
                 "query_mean_ms": statistics.fmean(latencies),
                 "query_tokenize_p50_ms": pct(0.5, tokenize),
+                "query_session_p50_ms": pct(0.5, session),
                 "doc_batch": DOC_BATCH,
                 "n_docs": len(docs),
                 "doc_pass_s": passes,
-                "docs_per_s": len(docs) / passes[1],
+                "docs_per_s": len(docs) / statistics.median(passes),
             },
             indent=2,
         )

@@ -20,9 +20,16 @@ struct Sentence {
     vector: Vec<f32>,
 }
 
+/// The repository root. Cargo sets CARGO_MANIFEST_DIR when it runs tests; prefer it to the
+/// compile-time value, which is stale when a shared target dir reuses another checkout's build.
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn fixture() -> (Value, Vec<Sentence>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity/minilm_reference.json");
+    let path = root().join("tests/fixtures/parity/minilm_reference.json");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let sentences = json["sentences"]
         .as_array()
@@ -65,8 +72,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn minilm_matches_independent_numpy_reference() {
-    let checkpoint =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ltre/models/all-MiniLM-L6-v2");
+    let checkpoint = root().join(".ltre/models/all-MiniLM-L6-v2");
     assert!(
         checkpoint.join("model.safetensors").is_file(),
         "{} is missing: run `bash scripts/setup.sh` in the repository first",
@@ -125,8 +131,9 @@ fn minilm_matches_independent_numpy_reference() {
         }
     }
     println!(
-        "parity: min cosine {:.8} ({:?}) over {} sentences",
+        "parity: min cosine {:.12} (1 - cos = {:.1e}, {:?}) over {} sentences",
         min.0,
+        1.0 - min.0,
         min.1,
         sentences.len()
     );
