@@ -54,7 +54,7 @@ pub fn top_k_rows(
     const BLOCK: usize = 256;
     let mut top = TopK::new(k);
     let mut scores = [0f32; BLOCK];
-    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    let n = rows.len().checked_div(dim).unwrap_or(0);
     let mut start = 0;
     while start < n {
         let len = BLOCK.min(n - start);
