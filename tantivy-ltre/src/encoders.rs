@@ -686,6 +686,25 @@ mod tests {
     }
 
     #[test]
+    fn rollback_works_on_an_index_activated_before_history_existed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = EncoderStore::new(root.path());
+        for id in ["base", "ltre-0001"] {
+            std::fs::create_dir_all(store.encoder_dir(id).unwrap()).unwrap();
+        }
+        std::fs::write(root.path().join(ENCODERS_DIR).join(ACTIVE_FILE), "base\n").unwrap();
+        assert!(store.rollback().is_err());
+        store.activate("ltre-0001").unwrap();
+        store.activate("ltre-0001").unwrap(); // already active: not logged twice
+        assert_eq!(store.history().unwrap().len(), 2);
+        assert_eq!(store.rollback().unwrap(), "base");
+        assert_eq!(store.active_id().unwrap(), "base");
+        // The next version number skips ids seen only in HISTORY.
+        std::fs::remove_dir_all(store.encoder_dir("ltre-0001").unwrap()).unwrap();
+        assert_eq!(store.last_version_number().unwrap(), 1);
+    }
+
+    #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
