@@ -1,9 +1,133 @@
-//! TODO: being written.
+//! `ltre-cli encoder`: list, activate or roll back the query encoders of an index.
+//!
+//! Activation is a rename of `INDEX/encoders/ACTIVE`; running searchers (a [`LiveEncoder`]
+//! inside an application, or a long `ltre-cli eval`) pick it up on their next query.
+//!
+//! [`LiveEncoder`]: tantivy_ltre::live::LiveEncoder
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use ltre_core::manifest::Manifest;
+use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
 
 /// Arguments.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Subcommand)]
+enum Command {
+    /// List the stored encoders (`*` marks the active one).
+    List {
+        /// Index directory.
+        #[arg(long)]
+        index: PathBuf,
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an encoder the active query encoder.
+    Activate {
+        /// Index directory.
+        #[arg(long)]
+        index: PathBuf,
+        /// Encoder id (see `ltre-cli encoder list`).
+        id: String,
+    },
+    /// Re-activate the encoder that was active before the current one.
+    Rollback {
+        /// Index directory.
+        #[arg(long)]
+        index: PathBuf,
+    },
+}
+
+/// The metric shown by `list`: what `ltre-cli train` records on the dev split.
+const LIST_METRIC: &str = "dev_ndcg10";
+
+fn list(index: &Path, json: bool) -> Result<()> {
+    let store = EncoderStore::new(index);
+    let records = store.list_records()?;
+    if records.is_empty() {
+        bail!(
+            "{}: no encoders (a lexical-only index, or not an ltre index)",
+            index.display()
+        );
+    }
+    let active = store.active_id().ok();
+    if json {
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["active"] = (Some(&r.id) == active.as_ref()).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "  {:<12} {:<20}  {:<12} {:>10}  note",
+        "id", "created", "parent", LIST_METRIC
+    );
+    for r in &records {
+        let marker = if Some(&r.id) == active.as_ref() {
+            '*'
+        } else {
+            ' '
+        };
+        let metric = r
+            .metrics
+            .get(LIST_METRIC)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{marker} {:<12} {:<20}  {:<12} {metric:>10}  {}",
+            r.id,
+            r.created,
+            r.parent.as_deref().unwrap_or("-"),
+            r.note.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn activate(index: &Path, id: &str) -> Result<()> {
+    let config = IndexConfig::load(index)?;
+    let store = EncoderStore::new(index);
+    let dir = store.encoder_dir(id)?;
+    if !dir.is_dir() {
+        bail!(
+            "no encoder `{id}` in {}; `ltre-cli encoder list --index {}` shows the stored ones",
+            index.display(),
+            index.display()
+        );
+    }
+    // A query encoder must embed into the documents' space.
+    let manifest = Manifest::load(&dir)?;
+    if manifest.embedding_dim != config.dim {
+        bail!(
+            "encoder `{id}` embeds in {} dimensions but the index stores {}-d vectors",
+            manifest.embedding_dim,
+            config.dim
+        );
+    }
+    store.activate(id)?;
+    println!("active query encoder: {id}");
+    Ok(())
+}
+
+/// Runs `ltre-cli encoder`.
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::List { index, json } => list(&index, json),
+        Command::Activate { index, id } => activate(&index, &id),
+        Command::Rollback { index } => {
+            let id = EncoderStore::new(&index).rollback()?;
+            println!("rolled back; active query encoder: {id}");
+            Ok(())
+        }
+    }
 }

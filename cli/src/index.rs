@@ -20,7 +20,9 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
 use tantivy::{Index, IndexWriter, TantivyDocument};
-use tantivy_ltre::encoders::{Bm25Config, EncoderStore, IndexConfig, BASE_ENCODER, FORMAT_VERSION};
+use tantivy_ltre::encoders::{
+    document_vectors_sha256, Bm25Config, EncoderStore, IndexConfig, BASE_ENCODER, FORMAT_VERSION,
+};
 use tantivy_ltre::{
     add_dense_field, load_embedder, DenseField, DenseFieldOptions, DenseIndexWriter,
     EmbedderOptions, EmbeddingWriter,
@@ -263,7 +265,7 @@ pub fn run(args: Args) -> Result<()> {
     // A malformed line stops the run after committing everything before it, so that a rerun
     // (once the line is fixed) resumes there.
     let mut failure = None;
-    match (dense, embedder.as_mut()) {
+    match (dense.clone(), embedder.as_mut()) {
         (Some(dense), Some(embedder)) => {
             let mut writer = DenseIndexWriter::new(writer, dense);
             loop {
@@ -344,5 +346,19 @@ pub fn run(args: Args) -> Result<()> {
         args.index.display(),
         config.bm25.analyzer
     );
+    if let Some(dense) = &dense {
+        record_base_encoder(&index, dense, &args.index)?;
+    }
+    Ok(())
+}
+
+/// Writes `encoders/base/encoder.json` with the checksum of the document vectors it produced.
+fn record_base_encoder(index: &Index, dense: &DenseField, index_dir: &Path) -> Result<()> {
+    let store = EncoderStore::new(index_dir);
+    let mut record = store.record(BASE_ENCODER)?;
+    record.document_vectors_sha256 =
+        document_vectors_sha256(&index.reader()?.searcher(), dense, ID_FIELD)?;
+    record.note = Some("document encoder (ltre-cli index)".into());
+    store.write_record(&record)?;
     Ok(())
 }

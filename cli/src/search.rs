@@ -1,8 +1,9 @@
 //! `ltre-cli search`: one query against an index, BM25, dense or hybrid; and the [`Retriever`]
 //! shared with `ltre-cli eval`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use ltre_core::encoder::EncoderOptions;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value};
@@ -10,6 +11,7 @@ use tantivy::tokenizer::TokenStream;
 use tantivy::{DocAddress, Index, IndexReader, Score, Searcher, TantivyDocument, Term};
 use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
 use tantivy_ltre::fusion::Fusion;
+use tantivy_ltre::live::LiveEncoder;
 use tantivy_ltre::{
     load_embedder, AnnParams, Cascade, DenseField, EmbedderOptions, HybridSearcher, LinearFusion,
     Normalization, Rrf, TextEmbedder,
@@ -70,7 +72,8 @@ pub struct RetrievalArgs {
     /// Candidates per side for fusion (first-stage size of the cascade).
     #[arg(long, default_value_t = 100)]
     pub depth: usize,
-    /// Query encoder id under INDEX/encoders (default: the active one).
+    /// Query encoder id under INDEX/encoders (default: the active one, followed live: an
+    /// `ltre-cli encoder activate` or `rollback` takes effect without reopening).
     #[arg(long)]
     pub encoder: Option<String>,
     /// IVF lists probed on segments with a Faiss index.
@@ -107,7 +110,15 @@ pub struct Retriever {
     config: IndexConfig,
     lexical_fields: Vec<Field>,
     dense: Option<DenseField>,
-    embedder: Option<Box<dyn TextEmbedder>>,
+    embedder: Option<QueryEncoder>,
+}
+
+/// The query encoder of a [`Retriever`].
+enum QueryEncoder {
+    /// The active encoder, reloaded when `encoders/ACTIVE` changes.
+    Live(LiveEncoder),
+    /// The encoder named by `--encoder`.
+    Pinned(Box<dyn TextEmbedder>),
 }
 
 impl Retriever {
@@ -135,14 +146,25 @@ impl Retriever {
                     args.index.display()
                 );
             }
-            let dir = encoder_dir(&args.index, args.encoder.as_deref())?;
-            Some(load_embedder(
-                &dir,
-                EmbedderOptions {
-                    threads: args.threads,
-                    batch_size: 64,
-                },
-            )?)
+            Some(match &args.encoder {
+                Some(id) => QueryEncoder::Pinned(load_embedder(
+                    &EncoderStore::new(&args.index).encoder_dir(id)?,
+                    EmbedderOptions {
+                        threads: args.threads,
+                        batch_size: 64,
+                    },
+                )?),
+                None => {
+                    let mut options = EncoderOptions {
+                        batch_size: 64,
+                        ..Default::default()
+                    };
+                    if args.threads > 0 {
+                        options.threads = args.threads;
+                    }
+                    QueryEncoder::Live(LiveEncoder::open(&args.index, options)?)
+                }
+            })
         };
         let reader = index.reader()?;
         Ok(Retriever {
@@ -185,7 +207,10 @@ impl Retriever {
             .embedder
             .as_mut()
             .context("no query encoder loaded (bm25 mode)")?;
-        let matrix = embedder.embed_queries(texts)?;
+        let matrix = match embedder {
+            QueryEncoder::Live(live) => live.get()?.encode_queries(texts)?,
+            QueryEncoder::Pinned(embedder) => embedder.embed_queries(texts)?,
+        };
         Ok(matrix.rows().into_iter().map(|r| r.to_vec()).collect())
     }
 
@@ -266,15 +291,6 @@ impl Retriever {
             .unwrap_or("")
             .to_string())
     }
-}
-
-/// The directory of encoder `id`, or of the active encoder.
-fn encoder_dir(index: &Path, id: Option<&str>) -> Result<PathBuf> {
-    let store = EncoderStore::new(index);
-    Ok(match id {
-        Some(id) => store.encoder_dir(id)?,
-        None => store.active_dir()?,
-    })
 }
 
 /// Runs `ltre-cli search`.

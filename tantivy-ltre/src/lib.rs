@@ -12,7 +12,10 @@
 //! - [`fusion`]: the [`Fusion`] trait and the hybrid searcher.
 //! - [`writer`]: [`DenseIndexWriter`] (validates vectors, keeps the good documents of a batch),
 //!   [`EmbeddingWriter`] (embeds text with a [`TextEmbedder`] in batches).
-//! - [`encoders`]: the ltre index directory layout (`ltre.json`, `encoders/<id>`, `ACTIVE`).
+//! - [`encoders`]: the ltre index directory layout (`ltre.json`, `encoders/<id>`, `ACTIVE`),
+//!   versioned query encoders with activation and rollback, document-vector checksums.
+//! - `live` (feature `encoder`): `LiveEncoder`, the active query encoder, reloaded when
+//!   an activation or rollback changes it.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
 //!
 //! # Adding a dense field to an application's index
@@ -76,6 +79,8 @@ pub mod encoders;
 pub mod error;
 pub mod field;
 pub mod fusion;
+#[cfg(feature = "encoder")]
+pub mod live;
 pub mod query;
 pub mod scan;
 pub mod writer;

@@ -1,0 +1,208 @@
+//! `ltre-cli` end to end on a tiny corpus and tiny random BERTs: index, search (bm25, dense,
+//! hybrid), encoder list/activate/rollback, and a malformed corpus line.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ltre_core::export::{export_checkpoint, ExportOptions};
+use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use tantivy_ltre::encoders::{EncoderRecord, EncoderStore};
+
+const CORPUS: &[(&str, &str, &str)] = &[
+    (
+        "d1",
+        "the quick fox",
+        "the quick brown fox jumps over the lazy dog",
+    ),
+    ("d2", "cats", "a cat sleeps all day"),
+    ("d3", "rivers", "water flows down the river to the sea"),
+    ("d4", "fox dens", "a fox digs a den under the tree"),
+    ("d5", "bread", "flour water and salt make bread"),
+    ("d6", "stars", "the night sky is full of stars"),
+];
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
+        .args(args)
+        .env("LTRE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Runs the CLI and returns its stdout, failing the test with stderr on error.
+fn ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "ltre-cli {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn export_tiny(root: &Path, seed: u64) -> PathBuf {
+    let ckpt = root.join(format!("ckpt-{seed}"));
+    write_tiny_bert(
+        &ckpt,
+        &TinyBertSpec {
+            seed,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = root.join(format!("model-{seed}"));
+    let opts = ExportOptions {
+        normalize: Some(true),
+        query_max_length: Some(16),
+        document_max_length: Some(32),
+        ..Default::default()
+    };
+    export_checkpoint(&ckpt, &out, &opts).unwrap();
+    out
+}
+
+fn write_corpus(path: &Path) {
+    let lines: Vec<String> = CORPUS
+        .iter()
+        .map(|(id, title, text)| {
+            serde_json::json!({"_id": id, "title": title, "text": text}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// `(id, score)` of a `search --json` output.
+fn hits(json: &str) -> Vec<(String, f64)> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn search(index: &str, mode: &str, extra: &[&str]) -> Vec<(String, f64)> {
+    let mut args = vec![
+        "search", "--index", index, "--mode", mode, "--json", "-k", "3",
+    ];
+    args.extend_from_slice(extra);
+    args.push("fox");
+    hits(&ok(&args))
+}
+
+/// The `list` row of the active encoder.
+fn active_row(index: &str) -> String {
+    let table = ok(&["encoder", "list", "--index", index]);
+    let active: Vec<&str> = table.lines().filter(|l| l.starts_with('*')).collect();
+    assert_eq!(active.len(), 1, "{table}");
+    active[0].to_string()
+}
+
+#[test]
+fn index_search_and_switch_encoders() {
+    let root = tempfile::tempdir().unwrap();
+    let (model_a, model_b) = (export_tiny(root.path(), 1), export_tiny(root.path(), 2));
+    let corpus = root.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    let index_dir = root.path().join("index");
+    let index = index_dir.to_str().unwrap();
+    ok(&[
+        "index",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--model",
+        model_a.to_str().unwrap(),
+        "--index",
+        index,
+        "--threads",
+        "1",
+    ]);
+
+    // BM25 finds the two fox documents first.
+    let bm25 = search(index, "bm25", &[]);
+    let mut top2: Vec<&str> = bm25[..2].iter().map(|(id, _)| id.as_str()).collect();
+    top2.sort();
+    assert_eq!(top2, ["d1", "d4"]);
+    let dense_a = search(index, "dense", &[]);
+    assert_eq!(dense_a.len(), 3);
+    for fusion in ["rrf", "linear", "cascade"] {
+        let hybrid = search(index, "hybrid", &["--fusion", fusion]);
+        if fusion == "cascade" {
+            // The cascade re-ranks the BM25 candidates only: the two fox documents.
+            let mut ids: Vec<&str> = hybrid.iter().map(|(id, _)| id.as_str()).collect();
+            ids.sort();
+            assert_eq!(ids, ["d1", "d4"]);
+        } else {
+            assert_eq!(hybrid.len(), 3, "{fusion}");
+        }
+    }
+
+    // The base encoder's record holds the checksum of the document vectors.
+    let store = EncoderStore::new(&index_dir);
+    let base = store.record("base").unwrap();
+    assert_eq!(base.document_vectors_sha256.len(), 64);
+    let mut record = EncoderRecord::new("ckpt-2");
+    record.parent = Some("base".into());
+    record.metrics.insert("dev_ndcg10".into(), 0.4321);
+    record.note = Some("second seed".into());
+    let id = store.install_version(&model_b, record).unwrap();
+    assert_eq!(id, "ltre-0001");
+
+    assert!(active_row(index).contains("base"));
+    let table = ok(&["encoder", "list", "--index", index]);
+    assert!(
+        table.contains("0.4321") && table.contains("second seed"),
+        "{table}"
+    );
+
+    ok(&["encoder", "activate", "--index", index, "ltre-0001"]);
+    assert!(active_row(index).contains("ltre-0001"));
+    let dense_b = search(index, "dense", &[]);
+    assert_ne!(
+        dense_a, dense_b,
+        "the activated encoder must change dense scores"
+    );
+    // Pinning an encoder overrides the active one.
+    assert_eq!(search(index, "dense", &["--encoder", "base"]), dense_a);
+
+    let out = ok(&["encoder", "rollback", "--index", index]);
+    assert!(out.contains("base"), "{out}");
+    assert!(active_row(index).contains("base"));
+    assert_eq!(search(index, "dense", &[]), dense_a);
+
+    let out = cli(&["encoder", "rollback", "--index", index]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to roll back"));
+    let out = cli(&["encoder", "activate", "--index", index, "ltre-0042"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("encoder list"));
+}
+
+#[test]
+fn malformed_corpus_line_is_reported_with_its_number() {
+    let root = tempfile::tempdir().unwrap();
+    let corpus = root.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"_id\": \"d1\", \"title\": \"a\", \"text\": \"b\"}\n\
+         {\"_id\": \"d2\", \"title\": \"c\", \"text\": \"d\"}\n\
+         {\"_id\": \"d3\", \"title\": \"e\", \"text\": \n",
+    )
+    .unwrap();
+    let index = root.path().join("index");
+    let out = cli(&[
+        "index",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("corpus.jsonl"), "{stderr}");
+}
