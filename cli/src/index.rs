@@ -34,6 +34,9 @@ pub const ID_FIELD: &str = "id";
 pub const TITLE_FIELD: &str = "title";
 /// Body field.
 pub const TEXT_FIELD: &str = "text";
+/// Title and text in one field, as Anserini indexes BEIR (`contents`); BM25 searches it by
+/// default.
+pub const CONTENTS_FIELD: &str = "contents";
 /// The dense field.
 pub const DENSE_FIELD: &str = "embedding";
 
@@ -59,6 +62,10 @@ pub struct Args {
     /// Tantivy tokenizer of the BM25 fields: `en_stem` (English stemmer) or `default`.
     #[arg(long, default_value = "en_stem")]
     analyzer: String,
+    /// Fields BM25 searches by default (`contents` = title + text in one field, as Anserini
+    /// indexes BEIR; or `title,text`); `search`/`eval --fields` override it per query.
+    #[arg(long, value_delimiter = ',', default_value = "contents")]
+    bm25_fields: Vec<String>,
     /// Commit every this many documents (the resume granularity).
     #[arg(long, default_value_t = 2000)]
     commit_every: usize,
@@ -72,18 +79,21 @@ pub struct Args {
 }
 
 fn text_options(analyzer: &str) -> TextOptions {
+    indexed_options(analyzer).set_stored()
+}
+
+fn indexed_options(analyzer: &str) -> TextOptions {
     let indexing = TextFieldIndexing::default()
         .set_tokenizer(analyzer)
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
-    TextOptions::default()
-        .set_indexing_options(indexing)
-        .set_stored()
+    TextOptions::default().set_indexing_options(indexing)
 }
 
 struct Fields {
     id: Field,
     title: Field,
     text: Field,
+    contents: Field,
 }
 
 fn fields(schema: &Schema) -> Result<Fields> {
@@ -96,6 +106,7 @@ fn fields(schema: &Schema) -> Result<Fields> {
         id: get(ID_FIELD)?,
         title: get(TITLE_FIELD)?,
         text: get(TEXT_FIELD)?,
+        contents: get(CONTENTS_FIELD)?,
     })
 }
 
@@ -118,6 +129,7 @@ fn document(fields: &Fields, doc: &Doc) -> TantivyDocument {
     out.add_text(fields.id, &doc.id);
     out.add_text(fields.title, &doc.title);
     out.add_text(fields.text, &doc.text);
+    out.add_text(fields.contents, format!("{} {}", doc.title, doc.text));
     out
 }
 
@@ -163,10 +175,16 @@ fn open_or_create(
             args.index.display()
         );
     }
+    for f in &args.bm25_fields {
+        if ![TITLE_FIELD, TEXT_FIELD, CONTENTS_FIELD].contains(&f.as_str()) {
+            bail!("--bm25-fields: unknown field `{f}`; use `{CONTENTS_FIELD}` or `{TITLE_FIELD},{TEXT_FIELD}`");
+        }
+    }
     let mut builder = Schema::builder();
     builder.add_text_field(ID_FIELD, STRING | STORED | FAST);
     builder.add_text_field(TITLE_FIELD, text_options(&args.analyzer));
     builder.add_text_field(TEXT_FIELD, text_options(&args.analyzer));
+    builder.add_text_field(CONTENTS_FIELD, indexed_options(&args.analyzer));
     if let Some(dim) = dim {
         let mut options = DenseFieldOptions::new(dim).required();
         if let Some(factory) = &args.ann {
@@ -201,7 +219,7 @@ fn open_or_create(
         dim: dim.unwrap_or(0),
         document_encoder: dim.map(|_| BASE_ENCODER.into()),
         dense_text: "{title}. {text}".into(),
-        text_fields: vec![TITLE_FIELD.into(), TEXT_FIELD.into()],
+        text_fields: args.bm25_fields.clone(),
         bm25: Bm25Config {
             k1: 1.2,
             b: 0.75,

@@ -72,6 +72,9 @@ pub struct RetrievalArgs {
     /// Candidates per side for fusion (first-stage size of the cascade).
     #[arg(long, default_value_t = 100)]
     pub depth: usize,
+    /// Lexical fields BM25 searches (default: the index's, from ltre.json), e.g. `title,text`.
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Option<Vec<String>>,
     /// Query encoder id under INDEX/encoders (default: the active one, followed live: an
     /// `ltre-cli encoder activate` or `rollback` takes effect without reopening).
     #[arg(long)]
@@ -132,11 +135,15 @@ impl Retriever {
             None => None,
         };
         let schema = index.schema();
-        let lexical_fields = config
-            .text_fields
+        let names = args.fields.as_ref().unwrap_or(&config.text_fields);
+        let lexical_fields = names
             .iter()
-            .map(|f| schema.get_field(f))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|f| {
+                schema
+                    .get_field(f)
+                    .with_context(|| format!("{}: no lexical field `{f}`", args.index.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let embedder = if args.mode == Mode::Bm25 {
             None
         } else {

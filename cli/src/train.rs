@@ -18,7 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::Index;
-use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
+use tantivy_ltre::encoders::{EncoderRecord, EncoderStore, IndexConfig};
 use tantivy_ltre::DenseField;
 
 use crate::search::{Mode, RetrievalArgs, Retriever};
@@ -190,8 +190,8 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("{}: no dense field; index with --model", args.index.display()))?;
     let searcher = index.reader()?.searcher();
     let (doc_ids, doc_vectors) =
-        read_all_vectors(&searcher, &dense, &index_config.id_field)?;
-    let checksum_before = document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
+        tantivy_ltre::encoders::read_all_vectors(&searcher, &dense, &index_config.id_field)?;
+    let checksum_before = tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
     let doc_rows: HashMap<String, usize> = doc_ids.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
 
     let store = EncoderStore::new(&args.index);
@@ -323,7 +323,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let searcher = index.reader()?.searcher();
-    let checksum_after = document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
+    let checksum_after = tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
     if checksum_after != checksum_before {
         bail!("document vectors changed during training ({checksum_before} -> {checksum_after}); this is a bug");
     }
@@ -347,10 +347,20 @@ pub fn run(args: Args) -> Result<()> {
                 metrics.insert("eval_before_ndcg10".to_string(), b);
                 metrics.insert("eval_ndcg10".to_string(), a);
             }
-            let _ = (&metrics, file_sha256(&[&args.queries, &args.qrels])?);
-            let id = format!("ltre-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
-            store.install(&id, &staging)?;
-            store.set_active(&id)?;
+            let mut record = EncoderRecord::new(tower.manifest().source.clone());
+            record.parent = Some(start_id.clone());
+            record.training_data_sha256 = Some(file_sha256(&[&args.queries, &args.qrels])?);
+            record.config = serde_json::to_value(&config)?;
+            record.metrics = metrics;
+            record.document_vectors_sha256 = checksum_after.clone();
+            record.note = Some(format!(
+                "{:?}, best epoch {}{}",
+                config.objective,
+                state.best_epoch,
+                if refit.is_some() { ", refit on all training queries" } else { "" }
+            ));
+            let id = store.install_version(&staging, record)?;
+            store.activate(&id)?;
             std::fs::remove_dir_all(&staging).ok();
             eprintln!("deployed: encoder `{id}` is now active (`ltre-cli encoder rollback` restores `{start_id}`)");
             deployed = Some(id);
@@ -393,6 +403,7 @@ fn bm25_candidates(
         alpha: 0.5,
         normalization: crate::search::NormKind::Minmax,
         depth: 100,
+        fields: None,
         encoder: None,
         nprobe: None,
         ef_search: None,
@@ -413,42 +424,3 @@ fn bm25_candidates(
     Ok(out)
 }
 
-// TEMPORARY until the registry lands: read vectors locally.
-fn read_all_vectors(
-    searcher: &tantivy::Searcher,
-    dense: &DenseField,
-    id_field: &str,
-) -> Result<(Vec<String>, ndarray::Array2<f32>)> {
-    let mut ids = Vec::new();
-    let mut rows: Vec<f32> = Vec::new();
-    for reader in searcher.segment_readers() {
-        let vectors = dense.segment_vectors(reader)?;
-        let column = reader.fast_fields().str(id_field)?.context("the id field is not a fast field")?;
-        for doc in reader.doc_ids_alive() {
-            if let Some(v) = vectors.vector(doc) {
-                let mut id = String::new();
-                if let Some(ord) = column.term_ords(doc).next() {
-                    column.ord_to_str(ord, &mut id)?;
-                }
-                ids.push(id);
-                rows.extend_from_slice(v);
-            }
-        }
-    }
-    let dim = dense.dim();
-    Ok((ids.clone(), ndarray::Array2::from_shape_vec((ids.len(), dim), rows)?))
-}
-
-fn document_vectors_sha256(searcher: &tantivy::Searcher, dense: &DenseField, id_field: &str) -> Result<String> {
-    let (ids, v) = read_all_vectors(searcher, dense, id_field)?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
-    let mut h = Sha256::new();
-    for i in order {
-        h.update(ids[i].as_bytes());
-        for x in v.row(i) {
-            h.update(x.to_le_bytes());
-        }
-    }
-    Ok(hex::encode(h.finalize()))
-}

@@ -11,6 +11,20 @@ use faiss::{index::autotune::ParameterSpace, Index, MetricType};
 
 use crate::{Error, Result};
 
+extern "C" {
+    // libgomp, linked with the static Faiss build.
+    fn omp_set_num_threads(n: std::os::raw::c_int);
+}
+
+/// Sets the OpenMP threads Faiss uses in this process. The trainer uses 1: its searches are
+/// small (a batch of queries over one collection) and idle OpenMP workers spin, taking the
+/// cores ONNX Runtime needs for the encoder.
+pub fn set_faiss_threads(n: usize) {
+    let n = n.clamp(1, std::os::raw::c_int::MAX as usize) as std::os::raw::c_int;
+    // SAFETY: omp_set_num_threads only stores the value for later parallel regions.
+    unsafe { omp_set_num_threads(n) }
+}
+
 /// One retrieved document: its row in the document matrix and its inner-product score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {

@@ -333,6 +333,7 @@ impl Trainer {
                 "document ids and vectors differ in number".into(),
             ));
         }
+        crate::retrieval::set_faiss_threads(1);
         let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
         let config_text =
