@@ -251,7 +251,11 @@ fn split_gradients(fx: &Fixture, outputs: &[&str]) -> HashMap<String, ArrayD<f32
         ))
         .unwrap();
     let mut backward = session(&fx.out.join(train.backward_file.as_ref().unwrap()));
-    let declared: Vec<String> = backward.inputs().iter().map(|i| i.name().to_string()).collect();
+    let declared: Vec<String> = backward
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .collect();
     let mut all = feeds(
         Some((&fx.params, &train.parameters)),
         &fx.tokens,
@@ -314,8 +318,14 @@ fn check_all_gradients(pooling: Pooling, normalize: bool) {
     for name in &outputs {
         let (a, b) = (&grads[name], &split[name]);
         let scale = a.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-        let d = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(d <= 1e-6 * scale, "{name}: split differs from fused by {d:e}");
+        let d = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            d <= 1e-6 * scale,
+            "{name}: split differs from fused by {d:e}"
+        );
     }
     let grads = split;
 
@@ -492,7 +502,10 @@ fn frozen_word_embeddings_have_no_gradient_output() {
     let mut fused_names = grad_refs.clone();
     split_names.sort();
     fused_names.sort();
-    assert_eq!(split_names, fused_names, "the backward graph returns the same gradients");
+    assert_eq!(
+        split_names, fused_names,
+        "the backward graph returns the same gradients"
+    );
     let fused = run(
         &mut session(&fx.out.join(&train.file)),
         Some((&fx.params, &train.parameters)),
@@ -504,7 +517,13 @@ fn frozen_word_embeddings_have_no_gradient_output() {
     for name in &grad_refs {
         let (a, b) = (&fused[*name], &split[*name]);
         let scale = a.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-        let d = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(d <= 1e-6 * scale, "{name}: split differs from fused by {d:e}");
+        let d = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            d <= 1e-6 * scale,
+            "{name}: split differs from fused by {d:e}"
+        );
     }
 }

@@ -137,7 +137,10 @@ fn split_forward_backward_equals_the_fused_gradient_graph() {
             mode == WordEmbeddingGrad::Sparse
         );
         let d = max_rel_diff(&fused, &split);
-        assert!(d < 1e-5, "{mode:?}: split gradients differ by {d:e} (relative)");
+        assert!(
+            d < 1e-5,
+            "{mode:?}: split gradients differ by {d:e} (relative)"
+        );
         // A second step from the saved activations of a mismatched batch is refused.
         let (_, saved) = tower.forward_for_training(&batch).unwrap();
         let short = tower.tokenize(&TEXTS[..2]).unwrap();
