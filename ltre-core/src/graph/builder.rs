@@ -1509,6 +1509,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn to_model_between_cuts_at_the_given_inputs() {
+        // y = exp(x) * w; stage 2 takes `t = exp(x)` and `w`, not `x`.
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::F32, vec![Dim::Fixed(2)]).unwrap();
+        let w = g.input("w", DType::F32, vec![Dim::Fixed(2)]).unwrap();
+        let t = g.exp(x).unwrap();
+        let y = g.mul(t, w).unwrap();
+        g.rename(t, "saved.0").unwrap();
+        assert!(g.rename(x, "other").is_err(), "inputs keep their names");
+        assert!(g.rename(y, "saved.0").is_err(), "names stay unique");
+        let graph = g.to_model_between(&[t, x, w], &[y]).graph.unwrap();
+        let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["saved.0", "w"], "unused inputs are not declared");
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Mul"]);
+        let first = g.to_model_between(&[x], &[t]).graph.unwrap();
+        assert_eq!(first.output[0].name, "saved.0");
+        assert_eq!(first.node.len(), 1);
+    }
+
+    #[test]
     fn reshape_infers_symbolic_products() {
         let b = Dim::sym("batch");
         let s = Dim::sym("seq");
