@@ -480,11 +480,7 @@ impl Trainer {
                 self.state.epoch_loss.1 += 1;
                 self.state.epoch_seconds += secs;
                 progress(self.state.global_step, total, loss, secs);
-                if self
-                    .state
-                    .global_step
-                    .is_multiple_of(self.config.checkpoint_every)
-                {
+                if self.state.global_step.is_multiple_of(self.config.checkpoint_every) {
                     self.checkpoint()?;
                 }
             }
@@ -520,10 +516,7 @@ impl Trainer {
                 0.0
             },
             epoch_seconds: self.state.epoch_seconds,
-            phases: self
-                .state
-                .epoch_phases
-                .scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
+            phases: self.state.epoch_phases.scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
         };
         tracing::info!(
             epoch = record.epoch,
@@ -581,12 +574,7 @@ impl Trainer {
         let backward = lap();
         self.tower.apply(&grads)?;
         let optimizer = lap();
-        self.state.epoch_phases.add(&StepPhases {
-            forward,
-            retrieval_loss,
-            backward,
-            optimizer,
-        });
+        self.state.epoch_phases.add(&StepPhases { forward, retrieval_loss, backward, optimizer });
         Ok(loss)
     }
 
