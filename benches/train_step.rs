@@ -1,13 +1,20 @@
-//! Query-tower training step on all-MiniLM-L6-v2, batch 32, sequence 32: forward only,
-//! forward + backward (the gradient graph), and the full step with AdamW, each with sparse
-//! word-embedding gradients and with word embeddings frozen.
+//! Query-tower training step on all-MiniLM-L6-v2, batch 32, sequence 32, each with sparse
+//! word-embedding gradients and with word embeddings frozen: `inference` (`model.onnx`),
+//! `forward` (`train_forward.onnx`, embeddings only), `forward_saved` (the same graph keeping
+//! the activations for the backward pass), `backward` (`train_backward.onnx` from them),
+//! `forward_backward` (the fused `train.onnx`, which recomputes the forward), `adamw`, and
+//! the full step: `full_step` (forward, fused gradients, AdamW, as before the split) and
+//! `full_step_split` (forward with saves, backward, AdamW, as `Trainer::step` runs it).
 //!
 //! Needs `bash scripts/setup.sh` (the checkpoint in `.ltre/models/all-MiniLM-L6-v2`).
+use std::hint::black_box;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ltre::core::encoder::Encoder;
 use ltre::core::export::{export_checkpoint, ExportOptions};
-use ltre::core::manifest::WordEmbeddingGrad;
+use ltre::core::manifest::{Manifest, WordEmbeddingGrad};
 use ltre::core::optim::AdamWConfig;
 use ltre::core::tokenize::TokenBatch;
 use ltre::core::train_step::{QueryTower, TowerOptions};
@@ -27,7 +34,12 @@ fn model_dir(mode: WordEmbeddingGrad) -> Option<PathBuf> {
         return None;
     }
     let out = root.join(format!("target/ltre-bench/minilm-train-{mode:?}").to_lowercase());
-    if !out.join("manifest.json").is_file() {
+    // Re-export exports older than the split forward/backward graphs.
+    let current = Manifest::load(&out)
+        .ok()
+        .and_then(|m| m.train)
+        .is_some_and(|t| t.backward_file.is_some());
+    if !current {
         let opts = ExportOptions {
             train: Some(mode),
             ..Default::default()
@@ -67,8 +79,28 @@ fn bench(c: &mut Criterion) {
         let name = format!("{mode:?}").to_lowercase();
         let mut group = c.benchmark_group(format!("train_step_minilm_b32_s32_{name}"));
         group.sample_size(10);
+        let encoder = Encoder::load(&dir).expect("load encoder");
+        group.bench_function("inference", |b| {
+            b.iter(|| encoder.run(&batch).expect("inference"))
+        });
         group.bench_function("forward", |b| {
             b.iter(|| tower.embed_batch(&batch).expect("forward"))
+        });
+        group.bench_function("forward_saved", |b| {
+            b.iter(|| tower.forward_for_training(&batch).expect("forward"))
+        });
+        group.bench_function("backward", |b| {
+            // Times the backward pass alone; each iteration needs a fresh forward's activations.
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_, saved) = tower.forward_for_training(&batch).expect("forward");
+                    let started = Instant::now();
+                    black_box(tower.backward(&batch, saved, &upstream).expect("backward"));
+                    total += started.elapsed();
+                }
+                total
+            })
         });
         group.bench_function("forward_backward", |b| {
             b.iter(|| tower.gradients_batch(&batch, &upstream).expect("backward"))
@@ -85,6 +117,13 @@ fn bench(c: &mut Criterion) {
                     .gradients_batch(&batch, &upstream)
                     .expect("backward")
                     .1;
+                tower.apply(&g).expect("adamw")
+            })
+        });
+        group.bench_function("full_step_split", |b| {
+            b.iter(|| {
+                let (_, saved) = tower.forward_for_training(&batch).expect("forward");
+                let g = tower.backward(&batch, saved, &upstream).expect("backward");
                 tower.apply(&g).expect("adamw")
             })
         });

@@ -1,6 +1,6 @@
 //! Writes an exported model directory: `model.onnx`, `manifest.json`, `tokenizer.json`,
-//! `config.json`, `model.safetensors`, and with training enabled `train.onnx` and
-//! `train_forward.onnx` (see [`crate::manifest`] for the contract).
+//! `config.json`, `model.safetensors`, and with training enabled `train.onnx`,
+//! `train_forward.onnx` and `train_backward.onnx` (see [`crate::manifest`] for the contract).
 //!
 //! Exports are atomic: everything is written into a hidden sibling directory which is renamed
 //! into place only when complete, replacing an older export only then. On any error nothing is
@@ -25,10 +25,11 @@ use sha2::{Digest, Sha256};
 use crate::bert::{build_encoder, EncoderSpec, ParamSource};
 use crate::checkpoint::{BertConfig, Checkpoint};
 use crate::graph::autodiff::backward;
-use crate::graph::{DType, Dim, Value};
+use crate::graph::{DType, Dim, Graph, Op, Value};
 use crate::manifest::{
     io_names, Manifest, Pooling, TrainGraphInfo, WordEmbeddingGrad, CONFIG_FILE,
-    INFERENCE_GRAPH_FILE, TOKENIZER_FILE, TRAIN_FORWARD_GRAPH_FILE, TRAIN_GRAPH_FILE, WEIGHTS_FILE,
+    INFERENCE_GRAPH_FILE, TOKENIZER_FILE, TRAIN_BACKWARD_GRAPH_FILE, TRAIN_FORWARD_GRAPH_FILE,
+    TRAIN_GRAPH_FILE, WEIGHTS_FILE,
 };
 use crate::onnx::{ModelProto, OPSET};
 use crate::params::ParamStore;
@@ -218,11 +219,14 @@ pub fn export_params(
             Some((mode, graphs)) => {
                 write_model(&dir.join(TRAIN_GRAPH_FILE), &graphs.train)?;
                 write_model(&dir.join(TRAIN_FORWARD_GRAPH_FILE), &graphs.forward)?;
+                write_model(&dir.join(TRAIN_BACKWARD_GRAPH_FILE), &graphs.backward)?;
                 Some(TrainGraphInfo {
                     file: TRAIN_GRAPH_FILE.into(),
                     forward_file: TRAIN_FORWARD_GRAPH_FILE.into(),
                     parameters: graphs.parameters.clone(),
                     word_embeddings: *mode,
+                    backward_file: Some(TRAIN_BACKWARD_GRAPH_FILE.into()),
+                    saved: graphs.saved.clone(),
                 })
             }
             None => None,
@@ -259,13 +263,19 @@ fn write_model(path: &Path, model: &ModelProto) -> Result<()> {
 pub struct TrainingGraphs {
     /// Forward and backward: `train.onnx`.
     pub train: ModelProto,
-    /// Forward only, parameters as inputs: `train_forward.onnx`.
+    /// Forward only, parameters as inputs: `train_forward.onnx`. Outputs `embedding` and the
+    /// activations in `saved`.
     pub forward: ModelProto,
+    /// Backward only: `train_backward.onnx`. Inputs: the `saved` activations, the parameters
+    /// and token inputs it uses, `embedding_grad`; outputs as `train`'s gradients.
+    pub backward: ModelProto,
+    /// Names of the activations `forward` hands `backward`.
+    pub saved: Vec<String>,
     /// Parameter inputs in graph order.
     pub parameters: Vec<String>,
 }
 
-/// Builds `train.onnx` and `train_forward.onnx` in memory.
+/// Builds `train.onnx`, `train_forward.onnx` and `train_backward.onnx` in memory.
 ///
 /// Both take every parameter as an input (canonical Hugging Face names, in module order) plus
 /// the token inputs; `train.onnx` also takes `embedding_grad` (dL/d`embedding`) and returns
@@ -278,7 +288,8 @@ pub fn training_graphs(
     mode: WordEmbeddingGrad,
 ) -> Result<TrainingGraphs> {
     let built = build_encoder(config, &ParamSource::Inputs, spec)?;
-    let forward = built.graph.to_model();
+    let n_forward_nodes = built.graph.nodes().len();
+    let forward_inputs = built.graph.inputs().to_vec();
     let mut g = built.graph;
     let batch = g.shape(built.embedding)[0].clone();
     let seed = g.input(
@@ -310,11 +321,121 @@ pub fn training_graphs(
         };
         g.output(&out, grad)?;
     }
+    let train = g.to_model();
+    let grad_outputs: Vec<Value> = g
+        .outputs()
+        .iter()
+        .copied()
+        .filter(|&v| v != built.embedding)
+        .collect();
+    let saved = saved_activations(&g, n_forward_nodes, &grad_outputs);
+    let mut saved_names = Vec::with_capacity(saved.len());
+    for (i, &v) in saved.iter().enumerate() {
+        if v != built.embedding {
+            g.rename(v, &format!("{}{i}", io_names::SAVED_PREFIX))?;
+        }
+        saved_names.push(g.name(v).to_string());
+    }
+    let mut forward_outputs = vec![built.embedding];
+    forward_outputs.extend(saved.iter().filter(|&&v| v != built.embedding));
+    let forward = g.to_model_between(&forward_inputs, &forward_outputs);
+    let mut backward_inputs = saved;
+    backward_inputs.extend(g.inputs());
+    let backward = g.to_model_between(&backward_inputs, &grad_outputs);
     Ok(TrainingGraphs {
-        train: g.to_model(),
+        train,
         forward,
+        backward,
+        saved: saved_names,
         parameters: built.parameters.into_iter().map(|(n, _)| n).collect(),
     })
+}
+
+/// The values the forward pass (nodes `..n_forward`) must hand the backward pass so that
+/// `grad_outputs` need no expensive forward op again.
+///
+/// Nodes whose inputs are all graph inputs or constants and whose op is cheap (the mask and
+/// shape arithmetic) are recomputed by the backward graph instead of saved; so are the
+/// seed-independent helpers autodiff added (weight transposes, LayerNorm's normalised input),
+/// except `Shape`, which runs in the forward graph so that a tensor is not saved for its
+/// shape alone.
+fn saved_activations(g: &Graph, n_forward: usize, grad_outputs: &[Value]) -> Vec<Value> {
+    let nodes = g.nodes();
+    let n_values = g.values.len();
+    // Free: available to both graphs at no real cost (inputs, constants, cheap ops on them).
+    let mut free = vec![true; n_values];
+    for node in nodes {
+        for &o in &node.outputs {
+            free[o.index()] = false;
+        }
+    }
+    let mut in_forward = vec![false; nodes.len()];
+    let mut depends_on_seed = vec![false; n_values];
+    for &v in g.inputs() {
+        depends_on_seed[v.index()] = g.name(v) == io_names::EMBEDDING_GRAD;
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let seeded = node.inputs.iter().any(|x| depends_on_seed[x.index()]);
+        let all_free = node.inputs.iter().all(|x| free[x.index()]);
+        if seeded {
+            for &o in &node.outputs {
+                depends_on_seed[o.index()] = true;
+            }
+        } else if all_free && cheap(&node.op) {
+            for &o in &node.outputs {
+                free[o.index()] = true;
+            }
+        } else {
+            in_forward[i] = i < n_forward || matches!(node.op, Op::Shape { .. });
+        }
+    }
+    let mut needed = vec![false; n_values];
+    for &o in grad_outputs {
+        needed[o.index()] = true;
+    }
+    let mut saved: Vec<Value> = Vec::new();
+    for (i, node) in nodes.iter().enumerate().rev() {
+        if !node.outputs.iter().any(|o| needed[o.index()]) {
+            continue;
+        }
+        if in_forward[i] {
+            saved.extend(node.outputs.iter().filter(|o| needed[o.index()]));
+        } else {
+            for &x in &node.inputs {
+                needed[x.index()] = true;
+            }
+        }
+    }
+    saved.sort_by_key(|v| v.index());
+    saved
+}
+
+/// Ops cheap enough to recompute rather than save when their inputs are at hand.
+fn cheap(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Identity
+            | Op::Shape { .. }
+            | Op::ConstantOfShape { .. }
+            | Op::Cast { .. }
+            | Op::Unsqueeze
+            | Op::Squeeze
+            | Op::Reshape
+            | Op::Concat { .. }
+            | Op::Slice
+            | Op::Expand
+            | Op::Transpose { .. }
+            | Op::Equal
+            | Op::Greater
+            | Op::Where
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Neg
+            | Op::Max
+            | Op::ReduceSum { .. }
+    )
 }
 
 /// Canonical name of the word-embedding table.

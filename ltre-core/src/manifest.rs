@@ -3,7 +3,7 @@
 //! Written by [`crate::export`], read by [`crate::Encoder`] and the trainer. Every exported
 //! directory holds `manifest.json`, `model.onnx` (inference), `tokenizer.json`, `config.json`
 //! and `model.safetensors` (the parameters, Hugging Face names, the source of truth for
-//! training), and with `--train` also `train.onnx`.
+//! training), and with `--train` also `train.onnx`, `train_forward.onnx` and `train_backward.onnx`.
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,9 @@ pub const INFERENCE_GRAPH_FILE: &str = "model.onnx";
 pub const TRAIN_GRAPH_FILE: &str = "train.onnx";
 /// File name of the forward-only graph with parameters as inputs.
 pub const TRAIN_FORWARD_GRAPH_FILE: &str = "train_forward.onnx";
+/// File name of the backward-only graph: saved activations and `embedding_grad` in, gradients
+/// out.
+pub const TRAIN_BACKWARD_GRAPH_FILE: &str = "train_backward.onnx";
 /// File name of the tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// File name of the parameters (safetensors, Hugging Face tensor names).
@@ -42,6 +45,9 @@ pub mod io_names {
     /// Training graph output for sparse word-embedding gradients: rows of dL/d(word_embeddings)
     /// for each `input_ids` position, float `[batch, seq, hidden]`, scattered in Rust.
     pub const WORD_EMBEDDING_ROW_GRAD: &str = "grad_rows.word_embeddings";
+    /// Prefix of the activations `train_forward.onnx` saves for `train_backward.onnx`
+    /// (`saved.0`, `saved.1`, ...; listed in [`super::TrainGraphInfo::saved`]).
+    pub const SAVED_PREFIX: &str = "saved.";
 }
 
 /// Pooling of the token states into one vector.
@@ -77,6 +83,16 @@ pub struct TrainGraphInfo {
     pub parameters: Vec<String>,
     /// How the word-embedding gradient is produced.
     pub word_embeddings: WordEmbeddingGrad,
+    /// File name of the backward-only graph, if exported (older exports have none). It takes
+    /// the [`saved`](TrainGraphInfo::saved) outputs of `forward_file`, the parameters and
+    /// token inputs it uses and `embedding_grad`, and returns the gradients `file` returns,
+    /// so a step runs the forward pass once.
+    #[serde(default)]
+    pub backward_file: Option<String>,
+    /// Outputs of `forward_file` besides `embedding` that `backward_file` takes as inputs of
+    /// the same names (may include `embedding` itself).
+    #[serde(default)]
+    pub saved: Vec<String>,
 }
 
 /// Architecture hyper-parameters copied from `config.json`.

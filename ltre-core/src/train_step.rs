@@ -5,6 +5,9 @@
 //! `train.onnx` (embeddings plus the gradient of every trainable parameter, given the upstream
 //! gradient dL/d(embedding)). A step is therefore: embed, compute dL/d(embedding) in Rust (the
 //! retrieval-based losses need the embeddings first), run the gradient graph, apply AdamW.
+//! Exports that also have `train_backward.onnx` run the forward pass once per step:
+//! [`QueryTower::forward_for_training`] keeps the activations `train_forward.onnx` saves and
+//! [`QueryTower::backward`] feeds them to the backward graph.
 //!
 //! The word-embedding table gets its gradient as one row per token position
 //! (`grad_rows.word_embeddings`), scattered here by `input_ids`; or it is frozen. Updated
@@ -14,8 +17,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
-use ort::session::{Session, SessionInputValue};
-use ort::value::TensorRef;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
+use ort::value::{DynValue, Tensor, TensorRef};
 
 use crate::checkpoint::BertConfig;
 use crate::encoder::{build_session, EncoderOptions};
@@ -51,6 +54,7 @@ pub struct QueryTower {
     tokenizer: TextTokenizer,
     forward: Session,
     train: Session,
+    backward: Option<Session>,
     params: ParamStore,
     optimizer: AdamW,
 }
@@ -84,6 +88,10 @@ impl QueryTower {
         )?;
         let forward = build_session(&dir.join(&info.forward_file), &options.session)?.0;
         let train = build_session(&dir.join(&info.file), &options.session)?.0;
+        let backward = match &info.backward_file {
+            Some(file) => Some(build_session(&dir.join(file), &options.session)?.0),
+            None => None,
+        };
         let weights = dir.join(WEIGHTS_FILE);
         let params = ParamStore::load(&weights)?;
         for name in &info.parameters {
@@ -96,6 +104,7 @@ impl QueryTower {
             tokenizer,
             forward,
             train,
+            backward,
             params,
             optimizer: AdamW::new(options.optimizer)?,
         })
@@ -193,10 +202,7 @@ impl QueryTower {
     pub fn embed_batch(&mut self, batch: &TokenBatch) -> Result<Array2<f32>> {
         let feeds = Self::feeds(&self.params, &self.info, batch)?;
         let outputs = self.forward.run(feeds)?;
-        let e = outputs[io_names::EMBEDDING].try_extract_array::<f32>()?;
-        e.into_dimensionality()
-            .map(|a| a.to_owned())
-            .map_err(|e| Error::Runtime(e.to_string()))
+        extract_embedding(&outputs)
     }
 
     /// Runs the gradient graph: dL/d(parameter) for every trainable parameter, given
@@ -227,48 +233,93 @@ impl QueryTower {
             TensorRef::from_array_view(upstream.view())?.into(),
         ));
         let outputs = self.train.run(feeds)?;
-        let embedding: Array2<f32> = outputs[io_names::EMBEDDING]
-            .try_extract_array::<f32>()?
-            .into_dimensionality()
-            .map(|a| a.to_owned())
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        let mut grads = Gradients::new();
-        for name in &self.info.parameters {
-            if name == WORD_EMBEDDINGS {
-                continue;
-            }
-            let key = format!("{}{name}", io_names::GRAD_PREFIX);
-            let g = outputs
-                .get(&key)
-                .ok_or_else(|| {
-                    Error::Runtime(format!(
-                        "training graph has no output `{key}`; re-export with --train"
-                    ))
-                })?
-                .try_extract_array::<f32>()?
-                .to_owned();
-            grads.insert(name.clone(), g);
-        }
-        if self.info.word_embeddings == WordEmbeddingGrad::Sparse {
-            let rows = outputs
-                .get(io_names::WORD_EMBEDDING_ROW_GRAD)
-                .ok_or_else(|| {
-                    Error::Runtime(format!(
-                        "training graph has no output `{}`; re-export with --train",
-                        io_names::WORD_EMBEDDING_ROW_GRAD
-                    ))
-                })?
-                .try_extract_array::<f32>()?;
-            let table = self
-                .params
-                .get(WORD_EMBEDDINGS)
-                .ok_or_else(|| Error::Invalid("no word embeddings".into()))?;
-            grads.insert(
-                WORD_EMBEDDINGS.to_string(),
-                scatter_rows(rows, &batch.input_ids, table.shape())?,
-            );
-        }
+        let embedding = extract_embedding(&outputs)?;
+        let grads = collect_gradients(&outputs, &self.params, &self.info, batch)?;
         Ok((embedding, grads))
+    }
+
+    /// Whether the export has a separate backward graph, so that
+    /// [`QueryTower::forward_for_training`] and [`QueryTower::backward`] can run a step with
+    /// one forward pass (older exports only have the fused `train.onnx`).
+    pub fn has_backward_graph(&self) -> bool {
+        self.backward.is_some()
+    }
+
+    /// The forward pass of a training step: the embeddings `[n, dim]` and the activations the
+    /// backward pass needs. Pass both, with the same batch, to [`QueryTower::backward`] before
+    /// the parameters change.
+    ///
+    /// Without a backward graph (an export older than `train_backward.onnx`) nothing is saved
+    /// and [`QueryTower::backward`] runs the fused `train.onnx`.
+    pub fn forward_for_training(
+        &mut self,
+        batch: &TokenBatch,
+    ) -> Result<(Array2<f32>, SavedActivations)> {
+        let feeds = Self::feeds(&self.params, &self.info, batch)?;
+        let mut outputs = self.forward.run(feeds)?;
+        let embedding = extract_embedding(&outputs)?;
+        let mut values = Vec::new();
+        if self.backward.is_some() {
+            values.reserve(self.info.saved.len());
+            for name in &self.info.saved {
+                let v = if name == io_names::EMBEDDING {
+                    Some(Tensor::from_array(embedding.clone())?.into_dyn())
+                } else {
+                    outputs.remove(name)
+                };
+                let v = v.ok_or_else(|| {
+                    Error::Runtime(format!(
+                        "{} has no output `{name}` that the manifest lists as saved; re-export with --train",
+                        self.info.forward_file
+                    ))
+                })?;
+                values.push((name.clone(), v));
+            }
+        }
+        Ok((
+            embedding,
+            SavedActivations {
+                values,
+                rows: batch.len(),
+            },
+        ))
+    }
+
+    /// The backward pass of a training step: dL/d(parameter) for every trainable parameter,
+    /// given what [`QueryTower::forward_for_training`] returned for `batch` and `upstream` =
+    /// dL/d(embedding) `[n, dim]`. The same gradients as [`QueryTower::gradients_batch`],
+    /// without recomputing the forward pass.
+    pub fn backward(
+        &mut self,
+        batch: &TokenBatch,
+        saved: SavedActivations,
+        upstream: &Array2<f32>,
+    ) -> Result<Gradients> {
+        let Some(session) = self.backward.as_mut() else {
+            return Ok(self.gradients_batch(batch, upstream)?.1);
+        };
+        if upstream.nrows() != batch.len() || saved.rows != batch.len() {
+            return Err(Error::Invalid(format!(
+                "upstream gradient has {} rows and the saved activations {} for a batch of {}; \
+                 pass the batch given to forward_for_training",
+                upstream.nrows(),
+                saved.rows,
+                batch.len()
+            )));
+        }
+        let upstream = upstream.as_standard_layout();
+        let mut feeds = Self::feeds(&self.params, &self.info, batch)?;
+        // The backward graph declares only the parameters and token inputs it reads.
+        feeds.retain(|(name, _)| session.inputs().iter().any(|i| i.name() == name));
+        feeds.push((
+            io_names::EMBEDDING_GRAD.into(),
+            TensorRef::from_array_view(upstream.view())?.into(),
+        ));
+        for (name, value) in saved.values {
+            feeds.push((name.into(), value.into()));
+        }
+        let outputs = session.run(feeds)?;
+        collect_gradients(&outputs, &self.params, &self.info, batch)
     }
 
     /// Applies AdamW to the parameters.
@@ -312,6 +363,82 @@ impl QueryTower {
             out,
         )
     }
+}
+
+/// Forward activations kept for the backward pass of the same step (ONNX Runtime values,
+/// handed back without copying). See [`QueryTower::forward_for_training`].
+#[derive(Debug)]
+pub struct SavedActivations {
+    values: Vec<(String, DynValue)>,
+    rows: usize,
+}
+
+impl SavedActivations {
+    /// Number of saved tensors (0 when the export has no backward graph).
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether nothing was saved.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+fn extract_embedding(outputs: &SessionOutputs<'_>) -> Result<Array2<f32>> {
+    outputs
+        .get(io_names::EMBEDDING)
+        .ok_or_else(|| Error::Runtime(format!("graph has no output `{}`", io_names::EMBEDDING)))?
+        .try_extract_array::<f32>()?
+        .into_dimensionality()
+        .map(|a| a.to_owned())
+        .map_err(|e| Error::Runtime(e.to_string()))
+}
+
+/// Reads `grad.<name>` (and scatters `grad_rows.word_embeddings`) from a gradient graph's
+/// outputs.
+fn collect_gradients(
+    outputs: &SessionOutputs<'_>,
+    params: &ParamStore,
+    info: &TrainGraphInfo,
+    batch: &TokenBatch,
+) -> Result<Gradients> {
+    let mut grads = Gradients::new();
+    for name in &info.parameters {
+        if name == WORD_EMBEDDINGS {
+            continue;
+        }
+        let key = format!("{}{name}", io_names::GRAD_PREFIX);
+        let g = outputs
+            .get(&key)
+            .ok_or_else(|| {
+                Error::Runtime(format!(
+                    "training graph has no output `{key}`; re-export with --train"
+                ))
+            })?
+            .try_extract_array::<f32>()?
+            .to_owned();
+        grads.insert(name.clone(), g);
+    }
+    if info.word_embeddings == WordEmbeddingGrad::Sparse {
+        let rows = outputs
+            .get(io_names::WORD_EMBEDDING_ROW_GRAD)
+            .ok_or_else(|| {
+                Error::Runtime(format!(
+                    "training graph has no output `{}`; re-export with --train",
+                    io_names::WORD_EMBEDDING_ROW_GRAD
+                ))
+            })?
+            .try_extract_array::<f32>()?;
+        let table = params
+            .get(WORD_EMBEDDINGS)
+            .ok_or_else(|| Error::Invalid("no word embeddings".into()))?;
+        grads.insert(
+            WORD_EMBEDDINGS.to_string(),
+            scatter_rows(rows, &batch.input_ids, table.shape())?,
+        );
+    }
+    Ok(grads)
 }
 
 /// Sums per-position gradient rows `[batch, seq, hidden]` into a dense `[vocab, hidden]` table

@@ -563,7 +563,7 @@ impl Trainer {
             s
         };
         let tokens = self.tower.tokenize(&texts)?;
-        let q = self.tower.embed_batch(&tokens)?;
+        let (q, saved) = self.tower.forward_for_training(&tokens)?;
         let forward = lap();
         let per_query = self.losses(batch, q.view())?;
         let (loss, upstream) = loss::batch_gradient(&per_query, q.ncols());
@@ -571,7 +571,7 @@ impl Trainer {
         if per_query.iter().all(Option::is_none) {
             return Ok(0.0);
         }
-        let grads = self.tower.gradients_batch(&tokens, &upstream)?.1;
+        let grads = self.tower.backward(&tokens, saved, &upstream)?;
         let backward = lap();
         self.tower.apply(&grads)?;
         let optimizer = lap();

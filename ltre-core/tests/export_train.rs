@@ -1,10 +1,13 @@
 //! `--train` exports of the real MiniLM checkpoint: the training graphs load in ONNX Runtime
-//! and compute the inference graph's embedding.
+//! and compute the inference graph's embedding; the split forward/backward graphs give the
+//! fused graph's gradients.
 use std::path::Path;
 
 use ltre_core::export::{export_checkpoint, ExportOptions};
 use ltre_core::manifest::{io_names, WordEmbeddingGrad};
 use ltre_core::params::ParamStore;
+use ltre_core::tokenize::TokenBatch;
+use ltre_core::train_step::{QueryTower, TowerOptions};
 use ndarray::{Array2, ArrayD};
 use ort::session::Session;
 
@@ -110,4 +113,34 @@ fn minilm_training_graphs_match_inference() {
             assert!(cos >= 0.9999, "cosine {cos}");
         }
     }
+
+    // The split forward (saving activations) + backward graphs give the fused graph's
+    // gradients; ORT may fuse the two differently, hence a float-rounding tolerance.
+    let mut tower = QueryTower::load(&out, TowerOptions::default()).unwrap();
+    assert!(tower.has_backward_graph());
+    let [ids, mask, types] = tokens.map(|(_, t)| t);
+    let batch = TokenBatch {
+        input_ids: ids,
+        attention_mask: mask,
+        token_type_ids: types,
+    };
+    let upstream = Array2::from_shape_fn((b, 384), |(i, j)| ((i * 7 + j) % 11) as f32 / 11.0 - 0.5);
+    let (_, fused) = tower.gradients_batch(&batch, &upstream).unwrap();
+    let (_, saved) = tower.forward_for_training(&batch).unwrap();
+    let split = tower.backward(&batch, saved, &upstream).unwrap();
+    assert_eq!(fused.len(), split.len());
+    let mut worst = 0.0f32;
+    for (name, f) in &fused {
+        let scale = f.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        let d = f
+            .iter()
+            .zip(&split[name])
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst = worst.max(d / scale);
+    }
+    eprintln!("MiniLM split vs fused gradients: worst relative difference {worst:e}");
+    assert!(
+        worst < 1e-4,
+        "split gradients differ from fused by {worst:e}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The training graph's gradients against central finite differences of `train_forward.onnx`,
-//! on a tiny random BERT run by ONNX Runtime.
+//! on a tiny random BERT run by ONNX Runtime; the split graphs (`train_forward.onnx` saving
+//! activations, then `train_backward.onnx`) against the fused `train.onnx`.
 //!
 //! Loss = sum(embedding * R) for a fixed random R, so `embedding_grad` = R. ORT only runs f32
 //! here, so each finite difference is Richardson-extrapolated (steps h and h/2, cancelling the
@@ -95,6 +96,24 @@ fn run(
     seed: Option<&Array2<f32>>,
     outputs: &[&str],
 ) -> HashMap<String, ArrayD<f32>> {
+    let feeds = feeds(params, tokens, seed);
+    let res = s.run(feeds).unwrap();
+    outputs
+        .iter()
+        .map(|&o| {
+            (
+                o.to_string(),
+                res[o].try_extract_array::<f32>().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn feeds(
+    params: Option<(&ParamStore, &[String])>,
+    tokens: &[Array2<i64>; 3],
+    seed: Option<&Array2<f32>>,
+) -> Vec<(String, ort::value::DynValue)> {
     let mut feeds: Vec<(String, ort::value::DynValue)> = Vec::new();
     if let Some((store, names)) = params {
         for n in names {
@@ -126,16 +145,7 @@ fn run(
                 .into_dyn(),
         ));
     }
-    let res = s.run(feeds).unwrap();
-    outputs
-        .iter()
-        .map(|&o| {
-            (
-                o.to_string(),
-                res[o].try_extract_array::<f32>().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    feeds
 }
 
 fn dot(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
@@ -227,6 +237,55 @@ fn check(what: &str, analytic: f64, numeric: &Estimate) -> f64 {
 
 /// Checks every parameter's gradient: a (mostly) random direction per tensor and the entry with the
 /// largest gradient plus two random entries among the non-negligible ones.
+/// Gradients from `train_forward.onnx` (embedding plus saved activations) followed by
+/// `train_backward.onnx`, fed only the inputs it declares.
+fn split_gradients(fx: &Fixture, outputs: &[&str]) -> HashMap<String, ArrayD<f32>> {
+    let train = fx.manifest.train.as_ref().unwrap();
+    assert!(!train.saved.is_empty());
+    let mut forward = session(&fx.out.join(&train.forward_file));
+    let mut saved = forward
+        .run(feeds(
+            Some((&fx.params, &train.parameters)),
+            &fx.tokens,
+            None,
+        ))
+        .unwrap();
+    let mut backward = session(&fx.out.join(train.backward_file.as_ref().unwrap()));
+    let declared: Vec<String> = backward
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .collect();
+    let mut all = feeds(
+        Some((&fx.params, &train.parameters)),
+        &fx.tokens,
+        Some(&fx.r),
+    );
+    let mut feeds = Vec::new();
+    for name in &declared {
+        if train.saved.contains(name) {
+            feeds.push((name.clone(), saved.remove(name.as_str()).unwrap()));
+        } else {
+            let i = all.iter().position(|(n, _)| n == name).unwrap();
+            feeds.push(all.swap_remove(i));
+        }
+    }
+    assert!(
+        declared.len() < train.parameters.len() + train.saved.len() + 4,
+        "the backward graph declares only what it uses: {declared:?}"
+    );
+    let res = backward.run(feeds).unwrap();
+    outputs
+        .iter()
+        .map(|&o| {
+            (
+                o.to_string(),
+                res[o].try_extract_array::<f32>().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 fn check_all_gradients(pooling: Pooling, normalize: bool) {
     let fx = fixture(pooling, normalize, WordEmbeddingGrad::Sparse);
     let train = fx.manifest.train.clone().unwrap();
@@ -252,6 +311,23 @@ fn check_all_gradients(pooling: Pooling, normalize: bool) {
         Some(&fx.r),
         &out_refs,
     );
+
+    // The split graphs (forward saving activations, then backward) give the same gradients;
+    // the finite-difference checks below then hold for both paths.
+    let split = split_gradients(&fx, &out_refs);
+    for name in &outputs {
+        let (a, b) = (&grads[name], &split[name]);
+        let scale = a.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        let d = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            d <= 1e-6 * scale,
+            "{name}: split differs from fused by {d:e}"
+        );
+    }
+    let grads = split;
 
     let mut fd = FiniteDiff {
         forward: session(&fx.out.join(&train.forward_file)),
@@ -419,4 +495,35 @@ fn frozen_word_embeddings_have_no_gradient_output() {
         1 + train.parameters.len() - 1,
         "embedding + one gradient per other parameter"
     );
+    let grads: Vec<String> = names[1..].iter().map(|n| n.to_string()).collect();
+    let grad_refs: Vec<&str> = grads.iter().map(String::as_str).collect();
+    let backward = session(&fx.out.join(train.backward_file.as_ref().unwrap()));
+    let mut split_names: Vec<&str> = backward.outputs().iter().map(|o| o.name()).collect();
+    let mut fused_names = grad_refs.clone();
+    split_names.sort();
+    fused_names.sort();
+    assert_eq!(
+        split_names, fused_names,
+        "the backward graph returns the same gradients"
+    );
+    let fused = run(
+        &mut session(&fx.out.join(&train.file)),
+        Some((&fx.params, &train.parameters)),
+        &fx.tokens,
+        Some(&fx.r),
+        &grad_refs,
+    );
+    let split = split_gradients(&fx, &grad_refs);
+    for name in &grad_refs {
+        let (a, b) = (&fused[*name], &split[*name]);
+        let scale = a.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        let d = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            d <= 1e-6 * scale,
+            "{name}: split differs from fused by {d:e}"
+        );
+    }
 }

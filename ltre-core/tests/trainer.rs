@@ -90,6 +90,92 @@ fn adamw_steps_reduce_a_toy_loss_and_sparse_rows_update_only_used_tokens() {
     assert_eq!(kept, after.shape()[0] - used.len(), "unused rows stay");
 }
 
+/// Largest |a - b| relative to the largest |a|, over every gradient.
+fn max_rel_diff(a: &Gradients, b: &Gradients) -> f32 {
+    let mut names_a: Vec<&String> = a.keys().collect();
+    let mut names_b: Vec<&String> = b.keys().collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b, "same gradients");
+    let mut worst = 0.0f32;
+    for (name, ga) in a {
+        let gb = &b[name];
+        assert_eq!(ga.shape(), gb.shape(), "{name}");
+        let scale = ga.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        let d = ga
+            .iter()
+            .zip(gb)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst = worst.max(d / scale);
+    }
+    worst
+}
+
+#[test]
+fn split_forward_backward_equals_the_fused_gradient_graph() {
+    for mode in [WordEmbeddingGrad::Sparse, WordEmbeddingGrad::Frozen] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(dir.path(), mode);
+        let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
+        assert!(tower.has_backward_graph());
+        let dim = tower.manifest().embedding_dim;
+        let mut rng = StdRng::seed_from_u64(5);
+        let upstream = Array2::from_shape_fn((TEXTS.len(), dim), |_| rng.random::<f32>() - 0.5);
+        let batch = tower.tokenize(&TEXTS).unwrap();
+        let (fused_q, fused) = tower.gradients_batch(&batch, &upstream).unwrap();
+        let (q, saved) = tower.forward_for_training(&batch).unwrap();
+        assert!(!saved.is_empty());
+        assert_eq!(q, tower.embed_batch(&batch).unwrap());
+        let eq = q
+            .iter()
+            .zip(&fused_q)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(eq < 1e-6, "{mode:?}: embeddings differ by {eq}");
+        let split = tower.backward(&batch, saved, &upstream).unwrap();
+        assert_eq!(
+            split.contains_key(WORD_EMBEDDINGS),
+            mode == WordEmbeddingGrad::Sparse
+        );
+        let d = max_rel_diff(&fused, &split);
+        assert!(
+            d < 1e-5,
+            "{mode:?}: split gradients differ by {d:e} (relative)"
+        );
+        // A second step from the saved activations of a mismatched batch is refused.
+        let (_, saved) = tower.forward_for_training(&batch).unwrap();
+        let short = tower.tokenize(&TEXTS[..2]).unwrap();
+        let err = tower.backward(&short, saved, &upstream).unwrap_err();
+        assert!(err.to_string().contains("forward_for_training"), "{err}");
+    }
+}
+
+#[test]
+fn exports_without_a_backward_graph_train_through_the_fused_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    // A manifest written before train_backward.onnx existed.
+    let path = model.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let train = m["train"].as_object_mut().unwrap();
+    assert!(train.remove("backward_file").is_some());
+    assert!(train.remove("saved").is_some());
+    std::fs::write(&path, m.to_string()).unwrap();
+    std::fs::remove_file(model.join("train_backward.onnx")).unwrap();
+
+    let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
+    assert!(!tower.has_backward_graph());
+    let dim = tower.manifest().embedding_dim;
+    let upstream = Array2::from_shape_fn((TEXTS.len(), dim), |(i, j)| ((i + j) % 5) as f32 - 2.0);
+    let batch = tower.tokenize(&TEXTS).unwrap();
+    let (q, saved) = tower.forward_for_training(&batch).unwrap();
+    assert!(saved.is_empty());
+    assert_eq!(q, tower.embed_batch(&batch).unwrap());
+    let grads = tower.backward(&batch, saved, &upstream).unwrap();
+    let fused = tower.gradients_batch(&batch, &upstream).unwrap().1;
+    assert_eq!(max_rel_diff(&fused, &grads), 0.0);
+}
+
 #[test]
 fn frozen_word_embeddings_get_no_gradient() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,6 +404,7 @@ fn interrupted_training_resumes_to_the_same_parameters() {
                 // Wall times differ between runs; everything else must match.
                 r.step_seconds = resumed.state().history[r.epoch - 1].step_seconds;
                 r.epoch_seconds = resumed.state().history[r.epoch - 1].epoch_seconds;
+                r.phases = resumed.state().history[r.epoch - 1].phases;
                 r
             })
             .collect::<Vec<_>>()

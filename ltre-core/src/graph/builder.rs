@@ -1063,13 +1063,50 @@ impl Graph {
     /// Serialises the graph as an ONNX model, keeping only the nodes and initializers the
     /// outputs depend on (every declared input is kept).
     pub fn to_model(&self) -> ModelProto {
+        self.model_between(&self.inputs, false, &self.outputs)
+    }
+
+    /// Serialises the part of the graph that computes `outputs` from `inputs`: the values in
+    /// `inputs` become graph inputs (their producers are not emitted), only the inputs the
+    /// outputs need are declared, and any value may be an output. Splits one graph into stages
+    /// that hand each other named tensors, e.g. a forward pass that returns the activations a
+    /// separate backward pass takes.
+    pub fn to_model_between(&self, inputs: &[Value], outputs: &[Value]) -> ModelProto {
+        self.model_between(inputs, true, outputs)
+    }
+
+    /// Marks `v` (a node output) to be called `name` in serialised models.
+    pub fn rename(&mut self, v: Value, name: &str) -> Result<()> {
+        if !matches!(self.values[v.index()].origin, Origin::Node { .. }) {
+            return Err(Error::Graph(format!(
+                "only node outputs can be renamed, not `{}`",
+                self.name(v)
+            )));
+        }
+        if !self.names.insert(name.to_string()) {
+            return Err(Error::Graph(format!("duplicate value name `{name}`")));
+        }
+        let old = std::mem::replace(&mut self.values[v.index()].name, name.to_string());
+        self.names.remove(&old);
+        Ok(())
+    }
+
+    fn model_between(&self, inputs: &[Value], prune_inputs: bool, outputs: &[Value]) -> ModelProto {
+        let mut is_input = vec![false; self.values.len()];
+        for &v in inputs {
+            is_input[v.index()] = true;
+        }
         let mut needed = vec![false; self.values.len()];
-        for &o in &self.outputs {
+        for &o in outputs {
             needed[o.index()] = true;
         }
         let mut node_needed = vec![false; self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate().rev() {
-            if node.outputs.iter().any(|o| needed[o.index()]) {
+            if node
+                .outputs
+                .iter()
+                .any(|o| needed[o.index()] && !is_input[o.index()])
+            {
                 node_needed[i] = true;
                 for &x in &node.inputs {
                     needed[x.index()] = true;
@@ -1172,8 +1209,12 @@ impl Graph {
                 node,
                 name: self.name.clone(),
                 initializer,
-                input: self.inputs.iter().map(|&v| value_info(v)).collect(),
-                output: self.outputs.iter().map(|&v| value_info(v)).collect(),
+                input: inputs
+                    .iter()
+                    .filter(|&&v| !prune_inputs || needed[v.index()])
+                    .map(|&v| value_info(v))
+                    .collect(),
+                output: outputs.iter().map(|&v| value_info(v)).collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1466,6 +1507,27 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_model_between_cuts_at_the_given_inputs() {
+        // y = exp(x) * w; stage 2 takes `t = exp(x)` and `w`, not `x`.
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::F32, vec![Dim::Fixed(2)]).unwrap();
+        let w = g.input("w", DType::F32, vec![Dim::Fixed(2)]).unwrap();
+        let t = g.exp(x).unwrap();
+        let y = g.mul(t, w).unwrap();
+        g.rename(t, "saved.0").unwrap();
+        assert!(g.rename(x, "other").is_err(), "inputs keep their names");
+        assert!(g.rename(y, "saved.0").is_err(), "names stay unique");
+        let graph = g.to_model_between(&[t, x, w], &[y]).graph.unwrap();
+        let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["saved.0", "w"], "unused inputs are not declared");
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Mul"]);
+        let first = g.to_model_between(&[x], &[t]).graph.unwrap();
+        assert_eq!(first.output[0].name, "saved.0");
+        assert_eq!(first.node.len(), 1);
+    }
 
     #[test]
     fn reshape_infers_symbolic_products() {
