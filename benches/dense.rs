@@ -30,13 +30,16 @@ fn bench(c: &mut Criterion) {
     for n in [5_183usize, 100_000] {
         let rows = unit_rows(n, 1);
         let query = unit_rows(1, 2);
-        let mut flat = faiss::index_factory(DIM as u32, "Flat", MetricType::InnerProduct).expect("faiss");
+        let mut flat =
+            faiss::index_factory(DIM as u32, "Flat", MetricType::InnerProduct).expect("faiss");
         flat.add(&rows).expect("faiss add");
         // Same answer first, then time.
         let ours = scan(&rows, &query, 10);
         let theirs = flat.search(&query, 10).expect("faiss search");
         assert_eq!(ours[0].1 as u64, theirs.labels[0].get().expect("label"));
-        group.bench_with_input(BenchmarkId::new("ltre_exact_scan", n), &n, |b, _| b.iter(|| scan(&rows, &query, 10)));
+        group.bench_with_input(BenchmarkId::new("ltre_exact_scan", n), &n, |b, _| {
+            b.iter(|| scan(&rows, &query, 10))
+        });
         group.bench_with_input(BenchmarkId::new("faiss_flat_ip", n), &n, |b, _| {
             b.iter(|| flat.search(&query, 10).expect("faiss search"))
         });

@@ -12,7 +12,8 @@ use ltre_core::encoder::EncoderOptions;
 use ltre_core::params::ParamStore;
 use ltre_core::train_step::{QueryTower, TowerOptions};
 use ltre_core::trainer::{
-    evaluate_queries, join_queries, split_dev, Objective, RunOutcome, TrainConfig, TrainQuery, Trainer,
+    evaluate_queries, join_queries, split_dev, Objective, RunOutcome, TrainConfig, TrainQuery,
+    Trainer,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -131,8 +132,10 @@ struct Refit {
 fn run_to_end(trainer: &mut Trainer, stop: &AtomicBool, run_dir: &Path) -> Result<bool> {
     let bar = ProgressBar::new(trainer.total_steps());
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(trainer.state().global_step);
     let mut progress = |step: u64, _total: u64, loss: f32, secs: f64| {
@@ -185,14 +188,24 @@ pub fn run(args: Args) -> Result<()> {
 
     // Fixed documents, straight from the index's dense field.
     let index_config = IndexConfig::load(&args.index)?;
-    let mut index = Index::open_in_dir(&args.index).with_context(|| format!("opening {}", args.index.display()))?;
-    let dense = DenseField::register(&mut index)
-        .with_context(|| format!("{}: no dense field; index with --model", args.index.display()))?;
+    let mut index = Index::open_in_dir(&args.index)
+        .with_context(|| format!("opening {}", args.index.display()))?;
+    let dense = DenseField::register(&mut index).with_context(|| {
+        format!(
+            "{}: no dense field; index with --model",
+            args.index.display()
+        )
+    })?;
     let searcher = index.reader()?.searcher();
     let (doc_ids, doc_vectors) =
         tantivy_ltre::encoders::read_all_vectors(&searcher, &dense, &index_config.id_field)?;
-    let checksum_before = tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
-    let doc_rows: HashMap<String, usize> = doc_ids.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
+    let checksum_before =
+        tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
+    let doc_rows: HashMap<String, usize> = doc_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), i))
+        .collect();
 
     let store = EncoderStore::new(&args.index);
     let start_id = match &args.encoder {
@@ -200,9 +213,16 @@ pub fn run(args: Args) -> Result<()> {
         None => store.active_id()?,
     };
     let start_dir = store.encoder_dir(&start_id)?;
-    let threads = if args.threads == 0 { EncoderOptions::default().threads } else { args.threads };
+    let threads = if args.threads == 0 {
+        EncoderOptions::default().threads
+    } else {
+        args.threads
+    };
     let tower_options = TowerOptions {
-        session: EncoderOptions { threads, ..Default::default() },
+        session: EncoderOptions {
+            threads,
+            ..Default::default()
+        },
         optimizer: config.optimizer.clone(),
     };
     let tower = QueryTower::load(&start_dir, tower_options.clone())
@@ -214,14 +234,22 @@ pub fn run(args: Args) -> Result<()> {
     let (train, dev) = match &args.dev_qrels {
         Some(p) => {
             let dev = join_queries(&queries, &read_qrels(p)?, &doc_rows);
-            let dev_ids: std::collections::HashSet<&str> = dev.iter().map(|q| q.id.as_str()).collect();
-            let train: Vec<TrainQuery> = all.iter().filter(|q| !dev_ids.contains(q.id.as_str())).cloned().collect();
+            let dev_ids: std::collections::HashSet<&str> =
+                dev.iter().map(|q| q.id.as_str()).collect();
+            let train: Vec<TrainQuery> = all
+                .iter()
+                .filter(|q| !dev_ids.contains(q.id.as_str()))
+                .cloned()
+                .collect();
             (train, dev)
         }
         None => split_dev(all, config.dev_fraction, config.seed),
     };
     if train.is_empty() {
-        bail!("{}: no query has a relevant document in the index", args.qrels.display());
+        bail!(
+            "{}: no query has a relevant document in the index",
+            args.qrels.display()
+        );
     }
     eprintln!(
         "train: {} training queries, {} held out, {} documents, objective {:?}, index {}",
@@ -243,9 +271,20 @@ pub fn run(args: Args) -> Result<()> {
         HashMap::new()
     };
 
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| args.index.join("runs").join("latest"));
-    let mut trainer = Trainer::new(config.clone(), tower, doc_ids.clone(), doc_vectors, train.clone(), dev.clone(), &run_dir)?
-        .with_bm25_candidates(bm25);
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| args.index.join("runs").join("latest"));
+    let mut trainer = Trainer::new(
+        config.clone(),
+        tower,
+        doc_ids.clone(),
+        doc_vectors,
+        train.clone(),
+        dev.clone(),
+        &run_dir,
+    )?
+    .with_bm25_candidates(bm25);
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -283,7 +322,13 @@ pub fn run(args: Args) -> Result<()> {
     drop(trainer);
     let mut tower = QueryTower::load(&start_dir, tower_options.clone())?;
     let eval_before = match &eval_set {
-        Some(set) => Some(evaluate_queries(&mut tower, doc_vectors.view(), &doc_ids, set, 64)?),
+        Some(set) => Some(evaluate_queries(
+            &mut tower,
+            doc_vectors.view(),
+            &doc_ids,
+            set,
+            64,
+        )?),
         None => None,
     };
     let mut refit = None;
@@ -295,18 +340,33 @@ pub fn run(args: Args) -> Result<()> {
         let all: Vec<TrainQuery> = train.iter().chain(dev.iter()).cloned().collect();
         let start = QueryTower::load(&start_dir, tower_options.clone())?;
         let refit_dir = run_dir.join("refit");
-        eprintln!("refit: {} epochs on all {} training queries", state.best_epoch, all.len());
+        eprintln!(
+            "refit: {} epochs on all {} training queries",
+            state.best_epoch,
+            all.len()
+        );
         let bm25 = if config.objective == Objective::Bm25Negatives {
             bm25_candidates(&args.index, &all, &doc_rows)?
         } else {
             HashMap::new()
         };
-        let mut trainer = Trainer::new(refit_config, start, doc_ids.clone(), doc_vectors.clone(), all.clone(), vec![], &refit_dir)?
-            .with_bm25_candidates(bm25);
+        let mut trainer = Trainer::new(
+            refit_config,
+            start,
+            doc_ids.clone(),
+            doc_vectors.clone(),
+            all.clone(),
+            vec![],
+            &refit_dir,
+        )?
+        .with_bm25_candidates(bm25);
         if !run_to_end(&mut trainer, &stop, &refit_dir)? {
             return Ok(());
         }
-        refit = Some(Refit { epochs: state.best_epoch, queries: all.len() });
+        refit = Some(Refit {
+            epochs: state.best_epoch,
+            queries: all.len(),
+        });
         trainer.tower().params().clone()
     } else if improved {
         ParamStore::load(&run_dir.join("best").join("params.safetensors"))?
@@ -315,7 +375,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     tower.set_params(chosen)?;
     let eval_after = match &eval_set {
-        Some(set) => Some(evaluate_queries(&mut tower, doc_vectors.view(), &doc_ids, set, 64)?),
+        Some(set) => Some(evaluate_queries(
+            &mut tower,
+            doc_vectors.view(),
+            &doc_ids,
+            set,
+            64,
+        )?),
         None => None,
     };
     if let (Some(b), Some(a), Some(p)) = (eval_before, eval_after, &args.eval_qrels) {
@@ -323,7 +389,8 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let searcher = index.reader()?.searcher();
-    let checksum_after = tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
+    let checksum_after =
+        tantivy_ltre::encoders::document_vectors_sha256(&searcher, &dense, &index_config.id_field)?;
     if checksum_after != checksum_before {
         bail!("document vectors changed during training ({checksum_before} -> {checksum_after}); this is a bug");
     }
@@ -337,9 +404,13 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             let staging = run_dir.join("export");
             if staging.exists() {
-                std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+                std::fs::remove_dir_all(&staging)
+                    .with_context(|| format!("removing {}", staging.display()))?;
             }
-            tower.export(&staging, &format!("ltre-cli train from encoder `{start_id}`"))?;
+            tower.export(
+                &staging,
+                &format!("ltre-cli train from encoder `{start_id}`"),
+            )?;
             let mut metrics = std::collections::BTreeMap::new();
             metrics.insert("baseline_dev_ndcg10".to_string(), baseline);
             metrics.insert("dev_ndcg10".to_string(), state.best_dev_ndcg10);
@@ -357,7 +428,11 @@ pub fn run(args: Args) -> Result<()> {
                 "{:?}, best epoch {}{}",
                 config.objective,
                 state.best_epoch,
-                if refit.is_some() { ", refit on all training queries" } else { "" }
+                if refit.is_some() {
+                    ", refit on all training queries"
+                } else {
+                    ""
+                }
             ));
             let id = store.install_version(&staging, record)?;
             store.activate(&id)?;
@@ -384,7 +459,8 @@ pub fn run(args: Args) -> Result<()> {
         deployed,
     };
     let path = run_dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }
@@ -413,7 +489,10 @@ fn bm25_candidates(
     let searcher = retriever.searcher();
     let mut out = HashMap::new();
     for q in train {
-        let hits = searcher.search(&*retriever.lexical_query(&q.text)?, &TopDocs::with_limit(100).order_by_score())?;
+        let hits = searcher.search(
+            &*retriever.lexical_query(&q.text)?,
+            &TopDocs::with_limit(100).order_by_score(),
+        )?;
         let rows: Vec<usize> = hits
             .iter()
             .filter_map(|(_, addr)| retriever.doc_id(&searcher, *addr).ok())
@@ -423,4 +502,3 @@ fn bm25_candidates(
     }
     Ok(out)
 }
-

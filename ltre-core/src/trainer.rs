@@ -481,7 +481,11 @@ impl Trainer {
                 self.state.epoch_loss.1 += 1;
                 self.state.epoch_seconds += secs;
                 progress(self.state.global_step, total, loss, secs);
-                if self.state.global_step.is_multiple_of(self.config.checkpoint_every) {
+                if self
+                    .state
+                    .global_step
+                    .is_multiple_of(self.config.checkpoint_every)
+                {
                     self.checkpoint()?;
                 }
             }
@@ -517,7 +521,10 @@ impl Trainer {
                 0.0
             },
             epoch_seconds: self.state.epoch_seconds,
-            phases: self.state.epoch_phases.scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
+            phases: self
+                .state
+                .epoch_phases
+                .scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
         };
         tracing::info!(
             epoch = record.epoch,
@@ -575,7 +582,12 @@ impl Trainer {
         let backward = lap();
         self.tower.apply(&grads)?;
         let optimizer = lap();
-        self.state.epoch_phases.add(&StepPhases { forward, retrieval_loss, backward, optimizer });
+        self.state.epoch_phases.add(&StepPhases {
+            forward,
+            retrieval_loss,
+            backward,
+            optimizer,
+        });
         Ok(loss)
     }
 
