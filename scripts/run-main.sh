@@ -40,7 +40,7 @@ done
 
 echo "== train (LTRe, train qrels; held-out split of them for model selection)"
 "$cli" train --index "$index" --queries "$data/queries.jsonl" --qrels "$data/qrels/train.tsv" \
-  --config configs/scifact-ltre.toml --run-dir "$work/run-ltre" --deploy
+  --eval-qrels "$data/qrels/test.tsv" --config configs/scifact-ltre.toml --run-dir "$work/run-ltre" --refit --deploy
 
 echo "== eval (tuned encoder, test qrels)"
 "$cli" encoder list --index "$index"
