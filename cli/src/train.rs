@@ -321,16 +321,14 @@ pub fn run(args: Args) -> Result<()> {
     let doc_vectors = trainer.documents().vectors().to_owned();
     drop(trainer);
     let mut tower = QueryTower::load(&start_dir, tower_options.clone())?;
-    let eval_before = match &eval_set {
-        Some(set) => Some(evaluate_queries(
-            &mut tower,
-            doc_vectors.view(),
-            &doc_ids,
-            set,
-            64,
-        )?),
-        None => None,
+    let evaluate = |tower: &mut QueryTower| -> Result<Option<f64>> {
+        eval_set
+            .as_ref()
+            .map(|set| evaluate_queries(tower, doc_vectors.view(), &doc_ids, set, 64))
+            .transpose()
+            .map_err(Into::into)
     };
+    let eval_before = evaluate(&mut tower)?;
     let mut refit = None;
     let chosen = if improved && args.refit {
         // Settings (epochs included) were chosen on the held-out queries; now train them on all
@@ -374,16 +372,7 @@ pub fn run(args: Args) -> Result<()> {
         final_params
     };
     tower.set_params(chosen)?;
-    let eval_after = match &eval_set {
-        Some(set) => Some(evaluate_queries(
-            &mut tower,
-            doc_vectors.view(),
-            &doc_ids,
-            set,
-            64,
-        )?),
-        None => None,
-    };
+    let eval_after = evaluate(&mut tower)?;
     if let (Some(b), Some(a), Some(p)) = (eval_before, eval_after, &args.eval_qrels) {
         eprintln!("{}: nDCG@10 {b:.4} -> {a:.4}", p.display());
     }
