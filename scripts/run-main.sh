@@ -22,7 +22,8 @@ mkdir -p "$work"
 
 echo "== export-onnx"
 [ -f "$onnx/manifest.json" ] || "$cli" export-onnx --model "$model" --out "$onnx" --train
-"$cli" embed --model "$onnx" "a query" | head -c 200; echo " ..."
+"$cli" embed --model "$onnx" "a query" > "$work/embedding.json"
+python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[0]; print(f'embedding: {len(v)} dims, norm {sum(x*x for x in v)**0.5:.6f}')" "$work/embedding.json"
 
 echo "== index"
 "$cli" index --corpus "$data/corpus.jsonl" --model "$onnx" --index "$index"

@@ -47,7 +47,7 @@ pub struct Args {
     /// Document truncation length in tokens [default: sentence_bert_config.json, else 512].
     #[arg(long)]
     pub document_max_length: Option<usize>,
-    /// Also write train.onnx and train_forward.onnx (query-tower gradients).
+    /// Also write the query tower's training graphs (train.onnx, train_forward.onnx, train_backward.onnx).
     #[arg(long)]
     pub train: bool,
     /// Word-embedding gradients in the training graph.
@@ -98,9 +98,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if let Some(t) = &m.train {
         println!(
-            "  training: {} + {} ({} parameters, word embeddings {:?})",
+            "  training: {}, {} + {} ({} parameters, word embeddings {:?})",
             t.file,
             t.forward_file,
+            t.backward_file.as_deref().unwrap_or("-"),
             t.parameters.len(),
             t.word_embeddings
         );
