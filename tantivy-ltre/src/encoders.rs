@@ -132,9 +132,7 @@ impl IndexConfig {
 /// Replaces `path` with `bytes` through a temporary file and a rename, so readers see either
 /// the old or the new contents.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(ltre_core::params::write_atomic(path, bytes)?)
 }
 
 /// `encoders/<id>/encoder.json`: where an encoder comes from and how good it was.
