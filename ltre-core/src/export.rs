@@ -441,21 +441,10 @@ fn cheap(op: &Op) -> bool {
 /// Canonical name of the word-embedding table.
 pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
-fn sibling(out: &Path, tag: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    out.with_file_name(format!(".{name}.{tag}-{}-{nanos}", std::process::id()))
-}
-
 /// Fills a fresh sibling directory with `fill` and renames it to `out`, replacing an existing
-/// export only once the new one is complete. Refuses to replace a directory that is neither
-/// empty nor an export, so a mistyped `--out` cannot delete unrelated files.
+/// export only once the new one is complete ([`crate::fsutil::replace_dir_atomically`]).
+/// Refuses to replace a directory that is neither empty nor an export, so a mistyped `--out`
+/// cannot delete unrelated files.
 pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let out = if out.is_relative() {
         std::env::current_dir()
@@ -483,33 +472,5 @@ pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>
             )));
         }
     }
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let tmp = sibling(&out, "tmp");
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let value = match fill(&tmp) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    if exists {
-        let old = sibling(&out, "old");
-        if let Err(e) = std::fs::rename(&out, &old) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::io(&out, e));
-        }
-        if let Err(e) = std::fs::rename(&tmp, &out) {
-            let _ = std::fs::rename(&old, &out);
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::io(&out, e));
-        }
-        let _ = std::fs::remove_dir_all(&old);
-    } else if let Err(e) = std::fs::rename(&tmp, &out) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(Error::io(&out, e));
-    }
-    Ok(value)
+    crate::fsutil::replace_dir_atomically(&out, fill)
 }

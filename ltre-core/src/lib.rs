@@ -8,6 +8,7 @@
 //! - [`bert`]: the BERT encoder written once over the graph builder (inference and training).
 //! - [`export`]: writes an exported model directory (`model.onnx`, `manifest.json`, tokenizer,
 //!   optionally `train.onnx`).
+//! - [`fsutil`]: atomic file and directory writes (the one helper for both).
 //! - [`runtime`]: finds and initialises the ONNX Runtime shared library.
 //! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out; [`tokenize`]: its tokenizer.
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
@@ -20,6 +21,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod export;
+pub mod fsutil;
 pub mod graph;
 pub mod loss;
 pub mod manifest;

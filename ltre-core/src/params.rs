@@ -135,13 +135,4 @@ impl ParamStore {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary sibling file (`<name>.tmp`) and a rename, so
-/// readers see either the old or the new contents and an interrupted write leaves no truncated
-/// file behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+pub use crate::fsutil::write_atomic;

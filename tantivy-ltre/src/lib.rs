@@ -10,6 +10,7 @@
 //! - [`ann`]: optional per-segment Faiss index (HNSW, IVF, IVF-PQ) for large segments.
 //! - [`query`]: [`DenseQuery`], exact top-k by inner product (or approximate with [`ann`]).
 //! - [`fusion`]: the [`Fusion`] trait and the hybrid searcher.
+//! - [`lexical`]: the BM25 bag-of-words query from free text and the external id of a hit.
 //! - [`writer`]: [`DenseIndexWriter`] (validates vectors, keeps the good documents of a batch),
 //!   [`EmbeddingWriter`] (embeds text with a [`TextEmbedder`] in batches).
 //! - [`encoders`]: the ltre index directory layout (`ltre.json`, `encoders/<id>`, `ACTIVE`),
@@ -79,6 +80,7 @@ pub mod encoders;
 pub mod error;
 pub mod field;
 pub mod fusion;
+pub mod lexical;
 #[cfg(feature = "encoder")]
 pub mod live;
 pub mod query;
