@@ -273,3 +273,29 @@ mod tests {
         assert!(!enc.get_ids().contains(&1), "no [UNK] expected: {toks:?}");
     }
 }
+
+/// Writes a tiny random BERT checkpoint (seed `seed`) under `root/ckpt-<seed>` and exports it
+/// to `root/model-<seed>` (L2-normalised mean pooling, queries truncated at 16 tokens,
+/// documents at 32; with the training graphs when `train`), returning the export directory:
+/// the shared fixture of every test that needs a working encoder without a download.
+pub fn export_tiny_model(root: &Path, seed: u64, train: bool) -> Result<std::path::PathBuf> {
+    use crate::export::{export_checkpoint, ExportOptions};
+    let ckpt = root.join(format!("ckpt-{seed}"));
+    write_tiny_bert(
+        &ckpt,
+        &TinyBertSpec {
+            seed,
+            ..Default::default()
+        },
+    )?;
+    let out = root.join(format!("model-{seed}"));
+    let options = ExportOptions {
+        normalize: Some(true),
+        query_max_length: Some(16),
+        document_max_length: Some(32),
+        train: train.then(crate::manifest::WordEmbeddingGrad::default),
+        ..Default::default()
+    };
+    export_checkpoint(&ckpt, &out, &options)?;
+    Ok(out)
+}
