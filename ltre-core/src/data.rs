@@ -21,7 +21,7 @@
 //! ```
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -67,19 +67,65 @@ pub struct Query {
 /// Relevance judgements: query id -> document id -> grade. Grades `<= 0` mean non-relevant.
 pub type Qrels = BTreeMap<String, BTreeMap<String, i32>>;
 
+/// Reads a text file line by line, decoding each line as UTF-8 on its own so that a bad byte
+/// is reported with its line number (`BufRead::lines` only says "stream did not contain valid
+/// UTF-8").
+struct TextLines {
+    path: PathBuf,
+    reader: BufReader<File>,
+    buf: Vec<u8>,
+    line_no: usize,
+}
+
+impl TextLines {
+    fn open(path: &Path) -> Result<TextLines> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(TextLines {
+            path: path.to_path_buf(),
+            reader: BufReader::new(file),
+            buf: Vec::new(),
+            line_no: 0,
+        })
+    }
+
+    /// The next line without its terminator, `None` at the end of the file.
+    fn next_line(&mut self) -> Option<Result<String>> {
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(Error::io(&self.path, e))),
+        }
+        self.line_no += 1;
+        while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+            self.buf.pop();
+        }
+        Some(match std::str::from_utf8(&self.buf) {
+            Ok(line) => Ok(line.to_string()),
+            Err(e) => Err(Error::bad_file(
+                &self.path,
+                format!(
+                    "line {}: not valid UTF-8 (bad byte at column {}); re-encode the file as UTF-8",
+                    self.line_no,
+                    e.valid_up_to() + 1
+                ),
+            )),
+        })
+    }
+}
+
 /// Streams a JSON Lines file as `(line number, object)` pairs.
 struct JsonLines {
     path: PathBuf,
-    lines: Lines<BufReader<File>>,
+    lines: TextLines,
     line_no: usize,
 }
 
 impl JsonLines {
     fn open(path: &Path) -> Result<JsonLines> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         Ok(JsonLines {
             path: path.to_path_buf(),
-            lines: BufReader::new(file).lines(),
+            lines: TextLines::open(path)?,
             line_no: 0,
         })
     }
@@ -91,11 +137,12 @@ impl JsonLines {
     /// The next non-blank line parsed as a JSON object.
     fn next_object(&mut self) -> Option<Result<serde_json::Map<String, Value>>> {
         loop {
-            let line = match self.lines.next()? {
+            let line = self.lines.next_line()?;
+            self.line_no = self.lines.line_no;
+            let line = match line {
                 Ok(line) => line,
-                Err(e) => return Some(Err(Error::io(&self.path, e))),
+                Err(e) => return Some(Err(e)),
             };
-            self.line_no += 1;
             if line.trim().is_empty() {
                 continue;
             }
@@ -170,13 +217,20 @@ pub fn read_corpus(path: impl AsRef<Path>) -> Result<Vec<Doc>> {
 }
 
 /// Reads a BEIR `queries.jsonl` (`{"_id", "text"}` per line; other fields are ignored).
+/// A query id given twice is an error naming both lines (which text is meant is ambiguous).
 pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
     let mut lines = JsonLines::open(path.as_ref())?;
     let mut queries = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     while let Some(object) = lines.next_object() {
         let map = object?;
         let id = lines.field(&map, "_id", true)?;
         let text = lines.field(&map, "text", true)?;
+        if let Some(first) = seen.insert(id.clone(), lines.line_no) {
+            return Err(lines.bad(format!(
+                "duplicate query id `{id}` (first at line {first}); query ids must be unique"
+            )));
+        }
         queries.push(Query { id, text });
     }
     Ok(queries)
@@ -190,11 +244,11 @@ pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
 /// last grade, as trec_eval does.
 pub fn read_qrels(path: impl AsRef<Path>) -> Result<Qrels> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut lines = TextLines::open(path)?;
     let mut qrels = Qrels::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let line_no = index + 1;
+    while let Some(line) = lines.next_line() {
+        let line = line?;
+        let line_no = lines.line_no;
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.is_empty() {
             continue;
@@ -399,6 +453,36 @@ mod tests {
         assert_eq!(reader.next().unwrap().unwrap().id, "a");
         assert!(reader.next().unwrap().is_err());
         assert_eq!(reader.line_number(), 2);
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_reported_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.jsonl");
+        let mut bytes = b"{\"_id\": \"d1\", \"text\": \"ok\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"_id\": \"d2\", \"text\": \"caf\xe9\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let err = read_corpus(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+        let qrels = dir.path().join("qrels.tsv");
+        std::fs::write(&qrels, b"q1 d1 1\nq\xff d2 1\n").unwrap();
+        let err = read_qrels(&qrels).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_query_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "queries.jsonl",
+            "{\"_id\": \"q1\", \"text\": \"a\"}\n\n{\"_id\": \"q1\", \"text\": \"b\"}\n",
+        );
+        let err = read_queries(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("first at line 1"),
+            "{err}"
+        );
     }
 
     #[test]

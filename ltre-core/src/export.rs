@@ -17,7 +17,7 @@
 //! assert_eq!(manifest.embedding_dim, 384);
 //! # Ok::<(), ltre_core::Error>(())
 //! ```
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -441,6 +441,31 @@ fn cheap(op: &Op) -> bool {
 /// Canonical name of the word-embedding table.
 pub const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
+/// The entries of an existing export directory that an export does not write.
+fn foreign_entries(out: &Path) -> Result<Vec<String>> {
+    use crate::manifest::*;
+    const EXPORT_FILES: [&str; 8] = [
+        MANIFEST_FILE,
+        INFERENCE_GRAPH_FILE,
+        TRAIN_GRAPH_FILE,
+        TRAIN_FORWARD_GRAPH_FILE,
+        TRAIN_BACKWARD_GRAPH_FILE,
+        TOKENIZER_FILE,
+        WEIGHTS_FILE,
+        CONFIG_FILE,
+    ];
+    let mut foreign = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let name = entry.map_err(|e| Error::io(out, e))?.file_name();
+        let name = name.to_string_lossy().into_owned();
+        if !EXPORT_FILES.contains(&name.as_str()) {
+            foreign.push(name);
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
+
 /// Fills a fresh sibling directory with `fill` and renames it to `out`, replacing an existing
 /// export only once the new one is complete ([`crate::fsutil::replace_dir_atomically`]).
 /// Refuses to replace a directory that is neither empty nor an export, so a mistyped `--out`
@@ -471,6 +496,16 @@ pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>
                 out.display()
             )));
         }
+        // Replacing the directory would delete whatever else the user keeps in it.
+        let foreign = foreign_entries(&out)?;
+        if !foreign.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} holds files that are not part of an ltre export ({}); move them away or choose another --out",
+                out.display(),
+                foreign.join(", ")
+            )));
+        }
     }
+    crate::fsutil::remove_stale_siblings(&out);
     crate::fsutil::replace_dir_atomically(&out, fill)
 }

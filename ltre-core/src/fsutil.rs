@@ -38,16 +38,59 @@ pub fn unique_sibling(path: &Path, tag: &str) -> PathBuf {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(
-        ".{name}.{tag}-{}-{nanos}-{n}",
-        std::process::id()
-    ))
+    path.with_file_name(format!(".{name}.{tag}-{}-{nanos}-{n}", std::process::id()))
 }
 
 /// Whether `name` is one of [`unique_sibling`]'s temporary names for `tag` (for clean-up of
 /// leftovers of killed processes).
 pub fn is_temporary_name(name: &str, tag: &str) -> bool {
     name.starts_with('.') && name.contains(&format!(".{tag}-"))
+}
+
+/// Removes the temporary siblings of `path` (from [`unique_sibling`]) left by processes that no
+/// longer run (killed mid-write), so they do not accumulate. Best effort: on systems without
+/// `/proc` nothing is removed, and a sibling of a live process is never touched. If `path`
+/// itself is missing (a kill between the two renames of [`replace_dir_atomically`]), the old
+/// version is restored instead of removed.
+pub fn remove_stale_siblings(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        // rest = "<tag>-<pid>-<nanos>-<n>"
+        let mut parts = rest.splitn(3, '-');
+        let (Some(tag), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let stale = entry.path();
+        // A writer killed between moving the old directory aside and moving the new one in
+        // left `path` missing: put the old one back rather than lose it.
+        if tag == "old" && !path.exists() && std::fs::rename(&stale, path).is_ok() {
+            continue;
+        }
+        let _ = if stale.is_dir() {
+            std::fs::remove_dir_all(&stale)
+        } else {
+            std::fs::remove_file(&stale)
+        };
+    }
 }
 
 /// Writes `bytes` to `path` through a unique temporary sibling file, `fsync` and a rename, so
@@ -166,6 +209,24 @@ mod tests {
         // No temporary directory or file is left behind.
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn stale_siblings_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model");
+        // pid 0 is never a user process: a leftover of a killed writer.
+        let dead = dir.path().join(".model.tmp-0-123-0");
+        std::fs::create_dir(&dead).unwrap();
+        let live = unique_sibling(&out, "tmp");
+        std::fs::create_dir(&live).unwrap();
+        let unrelated = dir.path().join(".other.tmp-0-1-0");
+        std::fs::create_dir(&unrelated).unwrap();
+        remove_stale_siblings(&out);
+        if Path::new("/proc/self").exists() {
+            assert!(!dead.exists());
+        }
+        assert!(live.exists() && unrelated.exists());
     }
 
     #[test]

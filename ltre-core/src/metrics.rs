@@ -11,6 +11,9 @@
 //! - MRR@k: `recip_rank` of the run cut at `k` (0 when no relevant document is in the top k);
 //! - Recall@k (`recall_k`): relevant documents in the top k / all relevant documents.
 //!
+//! - a document retrieved more than once for a query counts once, at its best rank (trec_eval
+//!   refuses such runs; ltre scores them without letting a metric exceed its maximum).
+//!
 //! Means ([`Evaluation::mean`]) are over the queries of the qrels that have at least one relevant
 //! document; such a query absent from the run counts as 0 (trec_eval's `-c`).
 //!
@@ -85,14 +88,23 @@ fn is_relevant(grade: i32) -> bool {
     grade >= 1
 }
 
-/// nDCG@k of a ranked list of document ids against one query's judgements.
-pub fn ndcg_at(ranked: &[&str], judgements: &BTreeMap<String, i32>, k: usize) -> f64 {
-    let dcg: f64 = ranked
+/// The first `k` distinct documents of `ranked` with their 0-based rank among distinct
+/// documents: a repeated id keeps its first (best) position, so no metric can exceed 1.
+fn distinct_top<'a>(ranked: &'a [&'a str], k: usize) -> impl Iterator<Item = (usize, &'a str)> {
+    let mut seen = std::collections::HashSet::new();
+    ranked
         .iter()
+        .copied()
+        .filter(move |doc| seen.insert(*doc))
         .take(k)
         .enumerate()
+}
+
+/// nDCG@k of a ranked list of document ids against one query's judgements.
+pub fn ndcg_at(ranked: &[&str], judgements: &BTreeMap<String, i32>, k: usize) -> f64 {
+    let dcg: f64 = distinct_top(ranked, k)
         .map(|(i, doc)| {
-            let grade = judgements.get(*doc).copied().unwrap_or(0);
+            let grade = judgements.get(doc).copied().unwrap_or(0);
             if is_relevant(grade) {
                 grade as f64 / (i as f64 + 2.0).log2()
             } else {
@@ -121,11 +133,9 @@ pub fn ndcg_at(ranked: &[&str], judgements: &BTreeMap<String, i32>, k: usize) ->
 
 /// Reciprocal rank of the first relevant document within the top k (0 if none).
 pub fn mrr_at(ranked: &[&str], judgements: &BTreeMap<String, i32>, k: usize) -> f64 {
-    ranked
-        .iter()
-        .take(k)
-        .position(|doc| judgements.get(*doc).is_some_and(|g| is_relevant(*g)))
-        .map_or(0.0, |i| 1.0 / (i as f64 + 1.0))
+    distinct_top(ranked, k)
+        .find(|(_, doc)| judgements.get(*doc).is_some_and(|g| is_relevant(*g)))
+        .map_or(0.0, |(i, _)| 1.0 / (i as f64 + 1.0))
 }
 
 /// Fraction of the relevant documents found in the top k (0 when the query has none).
@@ -134,10 +144,8 @@ pub fn recall_at(ranked: &[&str], judgements: &BTreeMap<String, i32>, k: usize) 
     if relevant == 0 {
         return 0.0;
     }
-    let found = ranked
-        .iter()
-        .take(k)
-        .filter(|doc| judgements.get(**doc).is_some_and(|g| is_relevant(*g)))
+    let found = distinct_top(ranked, k)
+        .filter(|(_, doc)| judgements.get(*doc).is_some_and(|g| is_relevant(*g)))
         .count();
     found as f64 / relevant as f64
 }
@@ -280,6 +288,34 @@ mod tests {
         trec_order(&mut results);
         let order: Vec<&str> = results.iter().map(|(d, _)| d.as_str()).collect();
         assert_eq!(order, ["d2", "d3", "d1"]);
+    }
+
+    #[test]
+    fn duplicate_documents_count_once_and_metrics_stay_bounded() {
+        // A run listing the relevant document twice (a duplicate `_id` in an index) must not
+        // score above the perfect run: before the fix nDCG@10 was 1.63 and Recall@100 2.0.
+        let j = judgements(&[("d1", 1)]);
+        let ranked = ["d1", "d1", "d2"];
+        assert!((ndcg_at(&ranked, &j, 10) - 1.0).abs() < 1e-12);
+        assert_eq!(recall_at(&ranked, &j, 100), 1.0);
+        assert_eq!(mrr_at(&ranked, &j, 10), 1.0);
+        // The duplicate does not push a relevant document out of the cut either.
+        let j2 = judgements(&[("d1", 1), ("d2", 1)]);
+        assert_eq!(recall_at(&["d1", "d1", "d2"], &j2, 2), 1.0);
+        let mut qrels = Qrels::new();
+        qrels.insert("q".into(), j2);
+        let mut run = Run::new();
+        run.insert(
+            "q".into(),
+            vec![("d1".into(), 2.0), ("d1".into(), 2.0), ("d2".into(), 1.0)],
+        );
+        let eval = evaluate(&run, &qrels, &DEFAULT_METRICS);
+        assert!(
+            eval.mean.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{:?}",
+            eval.mean
+        );
+        assert!((eval.mean[0] - 1.0).abs() < 1e-12);
     }
 
     #[test]
