@@ -17,7 +17,7 @@
 //! assert_eq!(manifest.embedding_dim, 384);
 //! # Ok::<(), ltre_core::Error>(())
 //! ```
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 use sha2::{Digest, Sha256};

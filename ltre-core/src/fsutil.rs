@@ -38,10 +38,7 @@ pub fn unique_sibling(path: &Path, tag: &str) -> PathBuf {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(
-        ".{name}.{tag}-{}-{nanos}-{n}",
-        std::process::id()
-    ))
+    path.with_file_name(format!(".{name}.{tag}-{}-{nanos}-{n}", std::process::id()))
 }
 
 /// Whether `name` is one of [`unique_sibling`]'s temporary names for `tag` (for clean-up of
