@@ -65,7 +65,7 @@ impl DType {
     }
 }
 
-/// A handle to a value (graph input, initializer or node output) of one [`Graph`].
+/// A handle to a value (graph input, initializer or node output) of one [`Graph`](super::Graph).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Value(pub(crate) u32);
 
