@@ -549,3 +549,40 @@ pub fn build_encoder(
         embedding,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_are_what_the_module_structs_load() {
+        let c: BertConfig = serde_json::from_str(
+            r#"{"model_type":"bert","vocab_size":10,"hidden_size":8,"num_hidden_layers":2,
+                "num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":12}"#,
+        )
+        .unwrap();
+        let t = BertModel::tensors(&c).unwrap();
+        assert_eq!(t.len(), 5 + 16 * 2);
+        let shape = |name: &str| t.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
+        assert_eq!(
+            shape("embeddings.word_embeddings.weight"),
+            Some(vec![10, 8])
+        );
+        assert_eq!(
+            shape("embeddings.position_embeddings.weight"),
+            Some(vec![12, 8])
+        );
+        assert_eq!(
+            shape("encoder.layer.1.intermediate.dense.weight"),
+            Some(vec![16, 8])
+        );
+        assert_eq!(
+            shape("encoder.layer.1.output.dense.weight"),
+            Some(vec![8, 16])
+        );
+        assert_eq!(
+            shape("encoder.layer.0.attention.output.LayerNorm.bias"),
+            Some(vec![8])
+        );
+    }
+}
