@@ -3,20 +3,17 @@
 use std::path::Path;
 
 use ltre::core::encoder::{Device, EncoderOptions, TextKind};
-use ltre::core::export::{export_checkpoint, ExportOptions};
+use ltre::core::export::ExportOptions;
 use ltre::core::manifest::Pooling;
-use ltre::core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre::core::testing::{export_tiny_model_with, TinyBertSpec};
 use ltre::core::Encoder;
 use ndarray::{Array2, ArrayView1};
 
 const QUERY_MAX: usize = 8;
 const DOCUMENT_MAX: usize = 24;
 
-/// Exports the tiny checkpoint with short, distinct query and document lengths.
+/// The shared tiny model with short, distinct query and document lengths.
 fn export_tiny(root: &Path, pooling: Pooling) -> std::path::PathBuf {
-    let ckpt = root.join("ckpt");
-    write_tiny_bert(&ckpt, &TinyBertSpec::default()).unwrap();
-    let out = root.join("onnx");
     let opts = ExportOptions {
         pooling: Some(pooling),
         normalize: Some(true),
@@ -24,8 +21,7 @@ fn export_tiny(root: &Path, pooling: Pooling) -> std::path::PathBuf {
         document_max_length: Some(DOCUMENT_MAX),
         ..Default::default()
     };
-    export_checkpoint(&ckpt, &out, &opts).unwrap();
-    out
+    export_tiny_model_with(root, &TinyBertSpec::default(), &opts).unwrap()
 }
 
 fn load(dir: &Path, batch_size: usize) -> Encoder {

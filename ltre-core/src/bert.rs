@@ -6,6 +6,10 @@
 //! Hugging Face names (the training graphs). The forward code is the same for both, so the
 //! training graph computes exactly what the inference graph does.
 //!
+//! The module structs are also the one list of checkpoint tensors: each `load` names its
+//! tensors and their shapes under its prefix, and [`BertModel::tensors`] reads the composed
+//! list back (what [`BertConfig::expected_tensors`] checks checkpoints against).
+//!
 //! ```
 //! use ltre_core::bert::{build_encoder, EncoderSpec, ParamSource};
 //! use ltre_core::manifest::Pooling;
@@ -14,7 +18,7 @@
 //! #   "intermediate_size":16,"max_position_embeddings":16}"#).unwrap();
 //! let spec = EncoderSpec { pooling: Pooling::Mean, normalize: true };
 //! let built = build_encoder(&config, &ParamSource::Inputs, spec).unwrap();
-//! assert_eq!(built.parameters.len(), config.expected_tensors().len());
+//! assert_eq!(built.parameters.len(), config.expected_tensors().unwrap().len());
 //! ```
 use crate::checkpoint::BertConfig;
 use crate::graph::{DType, Dim, Graph, Tensor, TensorData, Value};
@@ -411,6 +415,28 @@ impl BertModel {
         })
     }
 
+    /// Every tensor [`BertModel::load`] reads, with its shape, in load order (canonical
+    /// names). Loading with [`ParamSource::Inputs`] declares exactly these tensors as graph
+    /// inputs, so the list is read off a scratch graph rather than written out a second time.
+    pub fn tensors(c: &BertConfig) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut g = Graph::new("bert_tensors");
+        BertModel::load(&mut g, &Params::new(ParamSource::Inputs), c)?;
+        g.inputs()
+            .iter()
+            .map(|&v| {
+                let shape = g
+                    .shape(v)
+                    .iter()
+                    .map(Dim::fixed)
+                    .collect::<Option<Vec<_>>>();
+                let shape = shape.ok_or_else(|| {
+                    Error::Graph(format!("parameter `{}` has a symbolic shape", g.name(v)))
+                })?;
+                Ok((g.name(v).to_string(), shape))
+            })
+            .collect()
+    }
+
     /// Token ids, attention mask and token types (int64 `[batch, seq]`) to hidden states.
     pub fn forward(
         &self,
@@ -522,4 +548,41 @@ pub fn build_encoder(
         word_rows: out.word_rows,
         embedding,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_are_what_the_module_structs_load() {
+        let c: BertConfig = serde_json::from_str(
+            r#"{"model_type":"bert","vocab_size":10,"hidden_size":8,"num_hidden_layers":2,
+                "num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":12}"#,
+        )
+        .unwrap();
+        let t = BertModel::tensors(&c).unwrap();
+        assert_eq!(t.len(), 5 + 16 * 2);
+        let shape = |name: &str| t.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
+        assert_eq!(
+            shape("embeddings.word_embeddings.weight"),
+            Some(vec![10, 8])
+        );
+        assert_eq!(
+            shape("embeddings.position_embeddings.weight"),
+            Some(vec![12, 8])
+        );
+        assert_eq!(
+            shape("encoder.layer.1.intermediate.dense.weight"),
+            Some(vec![16, 8])
+        );
+        assert_eq!(
+            shape("encoder.layer.1.output.dense.weight"),
+            Some(vec![8, 16])
+        );
+        assert_eq!(
+            shape("encoder.layer.0.attention.output.LayerNorm.bias"),
+            Some(vec![8])
+        );
+    }
 }

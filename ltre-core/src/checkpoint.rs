@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bert::BertModel;
 use crate::manifest::{Architecture, Pooling, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use crate::params::ParamStore;
 use crate::{Error, Result};
@@ -162,49 +163,16 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Every tensor the encoder uses, with its shape, in module order (canonical names).
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
-        let mut out = vec![
-            (
-                "embeddings.word_embeddings.weight".to_string(),
-                vec![self.vocab_size, h],
-            ),
-            (
-                "embeddings.position_embeddings.weight".to_string(),
-                vec![self.max_position_embeddings, h],
-            ),
-            (
-                "embeddings.token_type_embeddings.weight".to_string(),
-                vec![self.type_vocab_size, h],
-            ),
-            ("embeddings.LayerNorm.weight".to_string(), vec![h]),
-            ("embeddings.LayerNorm.bias".to_string(), vec![h]),
-        ];
-        for l in 0..self.num_hidden_layers {
-            let p = format!("encoder.layer.{l}");
-            for m in ["query", "key", "value"] {
-                out.push((format!("{p}.attention.self.{m}.weight"), vec![h, h]));
-                out.push((format!("{p}.attention.self.{m}.bias"), vec![h]));
-            }
-            out.push((format!("{p}.attention.output.dense.weight"), vec![h, h]));
-            out.push((format!("{p}.attention.output.dense.bias"), vec![h]));
-            out.push((format!("{p}.attention.output.LayerNorm.weight"), vec![h]));
-            out.push((format!("{p}.attention.output.LayerNorm.bias"), vec![h]));
-            out.push((format!("{p}.intermediate.dense.weight"), vec![i, h]));
-            out.push((format!("{p}.intermediate.dense.bias"), vec![i]));
-            out.push((format!("{p}.output.dense.weight"), vec![h, i]));
-            out.push((format!("{p}.output.dense.bias"), vec![h]));
-            out.push((format!("{p}.output.LayerNorm.weight"), vec![h]));
-            out.push((format!("{p}.output.LayerNorm.bias"), vec![h]));
-        }
-        out
+    /// Every tensor the encoder uses, with its shape, in module order (canonical names): the
+    /// list the module structs of [`crate::bert`] load ([`BertModel::tensors`]).
+    pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        BertModel::tensors(self)
     }
 
     /// Checks that `params` holds every expected tensor with the right shape; `source` names
     /// the file in errors.
     pub fn check_params(&self, params: &ParamStore, source: &Path) -> Result<()> {
-        for (name, shape) in self.expected_tensors() {
+        for (name, shape) in self.expected_tensors()? {
             let t = params.require(&name, source)?;
             if t.shape() != shape.as_slice() {
                 return Err(Error::Checkpoint {
@@ -353,7 +321,7 @@ impl Checkpoint {
         }
         config.check_params(&all, &weights)?;
         let mut params = ParamStore::new();
-        for (name, _) in config.expected_tensors() {
+        for (name, _) in config.expected_tensors()? {
             if let Some(t) = all.get(&name) {
                 params.insert(&name, t.clone());
             }

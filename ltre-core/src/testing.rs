@@ -1,7 +1,10 @@
-//! Test fixtures: a tiny random BERT checkpoint written to disk in Hugging Face layout.
+//! Test fixtures: a tiny random BERT checkpoint written to disk in Hugging Face layout
+//! ([`write_tiny_bert`]), and exported ([`export_tiny_model`]).
 //!
 //! Used by ltre's own tests and available to downstream tests that need a real (if
-//! meaningless) encoder without downloading one.
+//! meaningless) encoder without downloading one. Compiled for ltre-core's own tests and with
+//! the `testing` feature, which downstream crates enable in their dev-dependencies:
+//! `ltre-core = { workspace = true, features = ["testing"] }`.
 //!
 //! ```
 //! use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
@@ -11,13 +14,15 @@
 //! let ckpt = ltre_core::checkpoint::Checkpoint::load(dir.path()).unwrap();
 //! assert_eq!(ckpt.config.hidden_size, 32);
 //! ```
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use crate::export::{export_checkpoint, ExportOptions};
+use crate::manifest::WordEmbeddingGrad;
 use crate::params::ParamStore;
 use crate::{Error, Result};
 
@@ -132,7 +137,7 @@ pub fn tiny_vocab() -> Vec<String> {
 }
 
 /// The tiny checkpoint's parameters, seeded.
-pub fn tiny_params(spec: &TinyBertSpec, vocab_size: usize) -> ParamStore {
+pub fn tiny_params(spec: &TinyBertSpec, vocab_size: usize) -> Result<ParamStore> {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut store = ParamStore::new();
     let uniform = |shape: &[usize], scale: f32, centre: f32, rng: &mut StdRng| {
@@ -140,13 +145,13 @@ pub fn tiny_params(spec: &TinyBertSpec, vocab_size: usize) -> ParamStore {
         let data: Vec<f32> = (0..n)
             .map(|_| centre + scale * (rng.random::<f32>() * 2.0 - 1.0))
             .collect();
-        ArrayD::from_shape_vec(IxDyn(shape), data).expect("shape matches length")
+        ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| Error::Invalid(e.to_string()))
     };
     let s = spec.weight_scale;
     // Uniform on [-a, a] has variance a^2/3; a = sqrt(3/fan_in) keeps activations near unit scale.
     let w = |fan_in: usize| s * (3.0 / fan_in as f32).sqrt();
-    let config = tiny_config(spec, vocab_size);
-    for (name, shape) in config.expected_tensors() {
+    let config = tiny_config(spec, vocab_size)?;
+    for (name, shape) in config.expected_tensors()? {
         let t = if name.ends_with("LayerNorm.weight") {
             uniform(&shape, 0.2, 1.0, &mut rng)
         } else if name.ends_with("LayerNorm.bias") || name.ends_with(".bias") {
@@ -154,16 +159,16 @@ pub fn tiny_params(spec: &TinyBertSpec, vocab_size: usize) -> ParamStore {
         } else if name.starts_with("embeddings.") {
             uniform(&shape, 1.0, 0.0, &mut rng)
         } else {
-            uniform(&shape, w(shape[1]), 0.0, &mut rng)
-        };
+            uniform(&shape, w(shape.last().copied().unwrap_or(1)), 0.0, &mut rng)
+        }?;
         store.insert(&name, t);
     }
-    store
+    Ok(store)
 }
 
-fn tiny_config(spec: &TinyBertSpec, vocab_size: usize) -> crate::checkpoint::BertConfig {
-    let v = tiny_config_json(spec, vocab_size);
-    serde_json::from_value(v).expect("tiny config is valid")
+fn tiny_config(spec: &TinyBertSpec, vocab_size: usize) -> Result<crate::checkpoint::BertConfig> {
+    serde_json::from_value(tiny_config_json(spec, vocab_size))
+        .map_err(|e| Error::Invalid(format!("tiny config: {e}")))
 }
 
 fn tiny_config_json(spec: &TinyBertSpec, vocab_size: usize) -> serde_json::Value {
@@ -245,7 +250,7 @@ pub fn write_tiny_bert(dir: &Path, spec: &TinyBertSpec) -> Result<()> {
         &dir.join("config.json"),
         &tiny_config_json(spec, vocab.len()),
     )?;
-    tiny_params(spec, vocab.len()).save(&dir.join("model.safetensors"))?;
+    tiny_params(spec, vocab.len())?.save(&dir.join("model.safetensors"))?;
     write_json(&dir.join("tokenizer.json"), &tokenizer_json(&vocab))?;
     write_json(
         &dir.join("1_Pooling").join("config.json"),
@@ -253,6 +258,44 @@ pub fn write_tiny_bert(dir: &Path, spec: &TinyBertSpec) -> Result<()> {
                 "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false,
                 "pooling_mode_mean_sqrt_len_tokens": false}),
     )
+}
+
+/// Writes a tiny random BERT checkpoint (seed `seed`) under `root/ckpt-<seed>` and exports it
+/// to `root/model-<seed>` with [`tiny_export_options`], returning the export directory: the
+/// shared fixture of every test that needs a working encoder without a download.
+pub fn export_tiny_model(root: &Path, seed: u64, train: bool) -> Result<PathBuf> {
+    let spec = TinyBertSpec {
+        seed,
+        ..Default::default()
+    };
+    export_tiny_model_with(root, &spec, &tiny_export_options(train))
+}
+
+/// The export options of [`export_tiny_model`]: L2-normalised mean pooling, queries truncated
+/// at 16 tokens, documents at 32, and the training graphs (default word-embedding gradient)
+/// when `train`. Tests that need other settings start from these.
+pub fn tiny_export_options(train: bool) -> ExportOptions {
+    ExportOptions {
+        normalize: Some(true),
+        query_max_length: Some(16),
+        document_max_length: Some(32),
+        train: train.then(WordEmbeddingGrad::default),
+        ..Default::default()
+    }
+}
+
+/// [`export_tiny_model`] with a chosen checkpoint `spec` and export `options`: writes
+/// `root/ckpt-<seed>` and exports it to `root/model-<seed>` (replacing an earlier export).
+pub fn export_tiny_model_with(
+    root: &Path,
+    spec: &TinyBertSpec,
+    options: &ExportOptions,
+) -> Result<PathBuf> {
+    let ckpt = root.join(format!("ckpt-{}", spec.seed));
+    write_tiny_bert(&ckpt, spec)?;
+    let out = root.join(format!("model-{}", spec.seed));
+    export_checkpoint(&ckpt, &out, options)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -272,30 +315,4 @@ mod tests {
         assert!(toks.contains(&"##y".to_string()), "{toks:?}");
         assert!(!enc.get_ids().contains(&1), "no [UNK] expected: {toks:?}");
     }
-}
-
-/// Writes a tiny random BERT checkpoint (seed `seed`) under `root/ckpt-<seed>` and exports it
-/// to `root/model-<seed>` (L2-normalised mean pooling, queries truncated at 16 tokens,
-/// documents at 32; with the training graphs when `train`), returning the export directory:
-/// the shared fixture of every test that needs a working encoder without a download.
-pub fn export_tiny_model(root: &Path, seed: u64, train: bool) -> Result<std::path::PathBuf> {
-    use crate::export::{export_checkpoint, ExportOptions};
-    let ckpt = root.join(format!("ckpt-{seed}"));
-    write_tiny_bert(
-        &ckpt,
-        &TinyBertSpec {
-            seed,
-            ..Default::default()
-        },
-    )?;
-    let out = root.join(format!("model-{seed}"));
-    let options = ExportOptions {
-        normalize: Some(true),
-        query_max_length: Some(16),
-        document_max_length: Some(32),
-        train: train.then(crate::manifest::WordEmbeddingGrad::default),
-        ..Default::default()
-    };
-    export_checkpoint(&ckpt, &out, &options)?;
-    Ok(out)
 }

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ltre_core::export::{export_checkpoint, ExportOptions, WORD_EMBEDDINGS};
+use ltre_core::export::{ExportOptions, WORD_EMBEDDINGS};
 use ltre_core::manifest::{io_names, Manifest, Pooling, WordEmbeddingGrad};
 use ltre_core::params::ParamStore;
-use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre_core::testing::{export_tiny_model_with, TinyBertSpec};
 use ndarray::{Array2, ArrayD};
 use ort::session::Session;
 use rand::rngs::StdRng;
@@ -52,22 +52,20 @@ fn tokens() -> [Array2<i64>; 3] {
 
 fn fixture(pooling: Pooling, normalize: bool, mode: WordEmbeddingGrad) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tmp.path().join("ckpt");
     // Weights 1.5x the default scale: attention is far from uniform and GELU far from linear.
     let spec = TinyBertSpec {
         weight_scale: 1.5,
         seed: 7,
         ..Default::default()
     };
-    write_tiny_bert(&ckpt, &spec).unwrap();
-    let out = tmp.path().join("out");
     let opts = ExportOptions {
         pooling: Some(pooling),
         normalize: Some(normalize),
         train: Some(mode),
         ..Default::default()
     };
-    let manifest = export_checkpoint(&ckpt, &out, &opts).unwrap();
+    let out = export_tiny_model_with(tmp.path(), &spec, &opts).unwrap();
+    let manifest = Manifest::load(&out).unwrap();
     let params = ParamStore::load(&out.join("model.safetensors")).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
     let r = Array2::from_shape_fn((BATCH, 32), |_| rng.random::<f32>() * 2.0 - 1.0);

@@ -5,27 +5,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ltre_core::data::Query;
 use ltre_core::encoder::{Encoder, EncoderOptions};
-use ltre_core::export::{export_checkpoint, ExportOptions};
+use ltre_core::export::ExportOptions;
 use ltre_core::manifest::WordEmbeddingGrad;
 use ltre_core::optim::{AdamWConfig, Gradients};
 use ltre_core::retrieval::vectors_checksum;
-use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre_core::testing::{
+    export_tiny_model, export_tiny_model_with, tiny_export_options, TinyBertSpec,
+};
 use ltre_core::train_step::{QueryTower, TowerOptions, WORD_EMBEDDINGS};
 use ltre_core::trainer::{join_queries, Objective, RunOutcome, TrainConfig, TrainQuery, Trainer};
 use ndarray::{Array1, Array2};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+/// The shared tiny model, exported with the training graphs for `mode`.
 fn tiny_model(root: &Path, mode: WordEmbeddingGrad) -> PathBuf {
-    let ckpt = root.join("ckpt");
-    write_tiny_bert(&ckpt, &TinyBertSpec::default()).unwrap();
-    let out = root.join("model");
-    let opts = ExportOptions {
+    let options = ExportOptions {
         train: Some(mode),
-        normalize: Some(true),
-        ..Default::default()
+        ..tiny_export_options(true)
     };
-    export_checkpoint(&ckpt, &out, &opts).unwrap();
-    out
+    export_tiny_model_with(root, &TinyBertSpec::default(), &options).unwrap()
 }
 
 fn options(lr: f32) -> TowerOptions {
@@ -53,7 +51,7 @@ const TEXTS: [&str; 4] = [
 #[test]
 fn adamw_steps_reduce_a_toy_loss_and_sparse_rows_update_only_used_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
     let dim = tower.manifest().embedding_dim;
     // Pull every query embedding towards one fixed target: L = -sum_b <q_b, target>.
@@ -152,7 +150,7 @@ fn split_forward_backward_equals_the_fused_gradient_graph() {
 #[test]
 fn exports_without_a_backward_graph_train_through_the_fused_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     // A manifest written before train_backward.onnx existed.
     let path = model.join("manifest.json");
     let mut m: serde_json::Value =
@@ -192,7 +190,7 @@ fn frozen_word_embeddings_get_no_gradient() {
 #[test]
 fn save_load_export_round_trips_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     let mut tower = QueryTower::load(&model, options(1e-2)).unwrap();
     let dim = tower.manifest().embedding_dim;
     let grads: Gradients = tower
@@ -251,7 +249,7 @@ fn rank_of(q: ndarray::ArrayView1<f32>, docs: &Array2<f32>, doc: usize) -> usize
 #[test]
 fn one_ltre_step_raises_a_relevant_document_ranked_below_negatives() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     let mut tower = QueryTower::load(&model, options(1e-3)).unwrap();
     let (ids, docs) = collection(tower.manifest().embedding_dim, 60);
     let q = tower.embed(&[TEXTS[0]]).unwrap();
@@ -317,13 +315,12 @@ fn trainer_query(trainer: &mut Trainer, text: &str) -> Array1<f32> {
 }
 
 fn small_run(
-    root: &Path,
+    model: &Path,
     run_dir: &Path,
     objective: Objective,
     stop_after: Option<u64>,
 ) -> (Trainer, RunOutcome) {
-    let model = root.join("model");
-    let tower = QueryTower::load(&model, options(1e-3)).unwrap();
+    let tower = QueryTower::load(model, options(1e-3)).unwrap();
     let (ids, docs) = collection(tower.manifest().embedding_dim, 40);
     let rows: std::collections::HashMap<String, usize> = ids
         .iter()
@@ -376,17 +373,17 @@ fn small_run(
 #[test]
 fn interrupted_training_resumes_to_the_same_parameters() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
-    let (full, outcome) = small_run(dir.path(), &dir.path().join("full"), Objective::Ltre, None);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
+    let (full, outcome) = small_run(&model, &dir.path().join("full"), Objective::Ltre, None);
     assert_eq!(outcome, RunOutcome::Finished);
     assert_eq!(full.state().history.len(), 2);
 
     let run = dir.path().join("resumed");
-    let (part, outcome) = small_run(dir.path(), &run, Objective::Ltre, Some(4));
+    let (part, outcome) = small_run(&model, &run, Objective::Ltre, Some(4));
     assert_eq!(outcome, RunOutcome::Interrupted);
     assert_eq!(part.state().global_step, 4);
     drop(part);
-    let (resumed, outcome) = small_run(dir.path(), &run, Objective::Ltre, None);
+    let (resumed, outcome) = small_run(&model, &run, Objective::Ltre, None);
     assert_eq!(outcome, RunOutcome::Finished);
     assert_eq!(resumed.state().global_step, full.state().global_step);
     assert_eq!(
@@ -414,17 +411,12 @@ fn interrupted_training_resumes_to_the_same_parameters() {
 #[test]
 fn baselines_run_in_the_same_trainer() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     for (i, objective) in [Objective::InBatch, Objective::RandomNegatives]
         .into_iter()
         .enumerate()
     {
-        let (t, outcome) = small_run(
-            dir.path(),
-            &dir.path().join(format!("b{i}")),
-            objective,
-            None,
-        );
+        let (t, outcome) = small_run(&model, &dir.path().join(format!("b{i}")), objective, None);
         assert_eq!(outcome, RunOutcome::Finished);
         assert!(
             t.state()
@@ -439,10 +431,9 @@ fn baselines_run_in_the_same_trainer() {
 #[test]
 fn a_run_directory_of_another_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_model(dir.path(), WordEmbeddingGrad::Sparse);
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
     let run = dir.path().join("run");
-    small_run(dir.path(), &run, Objective::Ltre, Some(1));
-    let model = dir.path().join("model");
+    small_run(&model, &run, Objective::Ltre, Some(1));
     let tower = QueryTower::load(&model, options(1e-3)).unwrap();
     let (ids, docs) = collection(tower.manifest().embedding_dim, 40);
     let train = vec![TrainQuery {

@@ -1,18 +1,6 @@
-//! The LTRe trainer: fine-tunes the query tower against fixed document vectors.
-//!
-//! Each step encodes a batch of training queries with the current parameters, runs full
-//! retrieval over the whole document index ([`DocumentIndex`], exact or compressed), takes the
-//! top `top_n`, appends relevant documents that were not retrieved, and minimises LTRe's
-//! pairwise loss ([`crate::loss::ltre_loss`]). dL/d(query) is computed here and run back through
-//! the query tower's gradient graph; AdamW updates the parameters in Rust. Documents are never
-//! re-encoded: the document vectors are the same bytes before and after (see
-//! [`DocumentIndex::checksum`]).
-//!
-//! The same loop runs the baselines the LTRe paper compares against ([`Objective`]): in-batch
-//! negatives and sampled negatives (random, or BM25 top-k supplied by the caller).
-//!
-//! Training is seeded and deterministic on CPU, checkpoints every few steps into a run
-//! directory, and resumes from the last checkpoint after an interruption.
+//! The training loop: [`Trainer`] encodes a batch, retrieves, computes the objective's loss
+//! and its gradient, runs it back through the query tower and steps AdamW; it evaluates on
+//! held-out queries after each epoch and checkpoints through the run directory.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,272 +9,15 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 
-use crate::data::{Qrels, Query};
+use super::run_dir::RunDir;
+use super::{EpochRecord, Objective, RunOutcome, StepPhases, TrainConfig, TrainQuery, TrainState};
+use crate::data::Qrels;
 use crate::loss::{self, Candidate, QueryLoss};
 use crate::metrics::{evaluate, Metric, Run};
-use crate::optim::AdamWConfig;
-use crate::params::write_atomic;
 use crate::retrieval::DocumentIndex;
 use crate::train_step::QueryTower;
 use crate::{Error, Result};
-
-/// The training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// LTRe: full retrieval, pairwise loss weighted by the change in reciprocal rank.
-    #[default]
-    Ltre,
-    /// Softmax cross-entropy against the other queries' positives in the batch.
-    InBatch,
-    /// Softmax cross-entropy over one positive and `negatives` random documents.
-    RandomNegatives,
-    /// Softmax cross-entropy over one positive and `negatives` documents from the BM25 top-k.
-    Bm25Negatives,
-}
-
-/// Training configuration (TOML or JSON). Every field has a default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Seed for shuffling, splits and negative sampling.
-    pub seed: u64,
-    /// Passes over the training queries.
-    pub epochs: usize,
-    /// Queries per step.
-    pub batch_size: usize,
-    /// Training objective.
-    pub objective: Objective,
-    /// LTRe: documents retrieved per query.
-    pub top_n: usize,
-    /// LTRe: reciprocal ranks beyond this cut count as 0.
-    pub rr_cut: usize,
-    /// Scores are `temperature * <q, d>` (about 20 for L2-normalised encoders).
-    pub temperature: f32,
-    /// Sampled-negative objectives: negatives per query.
-    pub negatives: usize,
-    /// Faiss factory string of the retrieval index (`Flat`, `IVF256,PQ48np`, ...).
-    pub index: String,
-    /// IVF probes.
-    pub nprobe: usize,
-    /// Fraction of the steps used for linear warm-up (overrides `optimizer.warmup_steps`).
-    pub warmup_ratio: f32,
-    /// Steps between checkpoints.
-    pub checkpoint_every: u64,
-    /// Fraction of the training queries held out for model selection when no dev qrels are given.
-    pub dev_fraction: f32,
-    /// Stop after this many steps in total (for quick runs and benchmarks).
-    pub max_steps: Option<u64>,
-    /// AdamW settings (`total_steps` is filled in from the epochs when 0).
-    pub optimizer: AdamWConfig,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            seed: 13,
-            epochs: 5,
-            batch_size: 32,
-            objective: Objective::Ltre,
-            top_n: 200,
-            rr_cut: 200,
-            temperature: 20.0,
-            negatives: 7,
-            index: "Flat".into(),
-            nprobe: 32,
-            warmup_ratio: 0.1,
-            checkpoint_every: 10,
-            dev_fraction: 0.2,
-            max_steps: None,
-            optimizer: AdamWConfig::default(),
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Reads a TOML (`.toml`) or JSON configuration file.
-    pub fn load(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: TrainConfig = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .map_err(|e| Error::bad_file(path, format!("invalid training config: {e}")))?
-        } else {
-            toml::from_str(&text)
-                .map_err(|e| Error::bad_file(path, format!("invalid training config: {e}")))?
-        };
-        cfg.validate()
-            .map_err(|e| Error::bad_file(path, e.to_string()))?;
-        Ok(cfg)
-    }
-
-    /// Checks the values make sense.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Invalid(m.to_string()));
-        if self.epochs == 0 || self.batch_size == 0 {
-            return bad("epochs and batch_size must be at least 1");
-        }
-        if self.checkpoint_every == 0 {
-            return bad("checkpoint_every must be at least 1");
-        }
-        if self.top_n == 0 || self.rr_cut == 0 {
-            return bad("top_n and rr_cut must be at least 1");
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad("temperature must be a positive number");
-        }
-        if !(0.0..1.0).contains(&self.dev_fraction) {
-            return bad("dev_fraction must lie in [0, 1)");
-        }
-        if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad("warmup_ratio must lie in [0, 1)");
-        }
-        if matches!(
-            self.objective,
-            Objective::RandomNegatives | Objective::Bm25Negatives
-        ) && self.negatives == 0
-        {
-            return bad("negatives must be at least 1 for sampled-negative objectives");
-        }
-        self.optimizer.validate()
-    }
-}
-
-/// A training query with the rows of its relevant documents.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainQuery {
-    /// Query id.
-    pub id: String,
-    /// Query text.
-    pub text: String,
-    /// Rows (in the document matrix) of documents graded >= 1.
-    pub relevant: Vec<usize>,
-}
-
-/// Queries joined with qrels and the document id -> row map. Queries without a relevant
-/// document in the collection are dropped (they carry no signal).
-pub fn join_queries(
-    queries: &[Query],
-    qrels: &Qrels,
-    doc_rows: &HashMap<String, usize>,
-) -> Vec<TrainQuery> {
-    queries
-        .iter()
-        .filter_map(|q| {
-            let judged = qrels.get(&q.id)?;
-            let relevant: Vec<usize> = judged
-                .iter()
-                .filter(|(_, &g)| g >= 1)
-                .filter_map(|(d, _)| doc_rows.get(d).copied())
-                .collect();
-            (!relevant.is_empty()).then(|| TrainQuery {
-                id: q.id.clone(),
-                text: q.text.clone(),
-                relevant,
-            })
-        })
-        .collect()
-}
-
-/// Splits queries into (train, dev) with a seeded shuffle; `fraction` of them go to dev.
-pub fn split_dev(
-    mut queries: Vec<TrainQuery>,
-    fraction: f32,
-    seed: u64,
-) -> (Vec<TrainQuery>, Vec<TrainQuery>) {
-    queries.sort_by(|a, b| a.id.cmp(&b.id));
-    queries.shuffle(&mut StdRng::seed_from_u64(seed ^ 0xdead_beef));
-    let n_dev = ((queries.len() as f32) * fraction).round() as usize;
-    let dev = queries.split_off(queries.len() - n_dev.min(queries.len()));
-    (queries, dev)
-}
-
-/// One epoch's record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training loss over the epoch's steps.
-    pub loss: f32,
-    /// Held-out nDCG@10 after the epoch.
-    pub dev_ndcg10: f64,
-    /// Mean wall time per step (seconds).
-    pub step_seconds: f64,
-    /// Wall time of the epoch (seconds, evaluation excluded).
-    pub epoch_seconds: f64,
-    /// Mean seconds per step spent in each phase.
-    #[serde(default)]
-    pub phases: StepPhases,
-}
-
-/// Where a step's time goes (seconds; summed over steps while an epoch runs, then averaged).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct StepPhases {
-    /// Tokenising and encoding the batch (forward graph).
-    pub forward: f64,
-    /// Retrieval over the document index and the loss with dL/d(query).
-    pub retrieval_loss: f64,
-    /// The gradient graph (forward + backward) and gathering its outputs.
-    pub backward: f64,
-    /// AdamW.
-    pub optimizer: f64,
-}
-
-impl StepPhases {
-    fn add(&mut self, o: &StepPhases) {
-        self.forward += o.forward;
-        self.retrieval_loss += o.retrieval_loss;
-        self.backward += o.backward;
-        self.optimizer += o.optimizer;
-    }
-
-    fn scaled(&self, f: f64) -> StepPhases {
-        StepPhases {
-            forward: self.forward * f,
-            retrieval_loss: self.retrieval_loss * f,
-            backward: self.backward * f,
-            optimizer: self.optimizer * f,
-        }
-    }
-}
-
-/// Progress saved with every checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct TrainState {
-    /// Epoch in progress (0-based).
-    pub epoch: usize,
-    /// Steps of that epoch already done.
-    pub step_in_epoch: usize,
-    /// Steps done in total.
-    pub global_step: u64,
-    /// Loss sum and count of the epoch in progress.
-    pub epoch_loss: (f64, u64),
-    /// Step seconds of the epoch in progress.
-    pub epoch_seconds: f64,
-    /// Phase seconds of the epoch in progress (sums).
-    #[serde(default)]
-    pub epoch_phases: StepPhases,
-    /// Held-out nDCG@10 before training.
-    pub baseline_dev_ndcg10: Option<f64>,
-    /// Completed epochs.
-    pub history: Vec<EpochRecord>,
-    /// Best epoch by held-out nDCG@10 (1-based; 0 = the starting encoder).
-    pub best_epoch: usize,
-    /// Its held-out nDCG@10.
-    pub best_dev_ndcg10: f64,
-    /// Whether all epochs are done.
-    pub finished: bool,
-}
-
-/// What happened during one [`Trainer::run`] call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    /// All epochs done.
-    Finished,
-    /// Stopped early by the caller's flag (a checkpoint was written).
-    Interrupted,
-}
 
 /// Callback for progress reporting: (global step, total steps, loss, step seconds).
 pub type ProgressFn<'a> = dyn FnMut(u64, u64, f32, f64) + 'a;
@@ -300,14 +31,9 @@ pub struct Trainer {
     dev: Vec<TrainQuery>,
     doc_ids: Vec<String>,
     bm25: HashMap<String, Vec<usize>>,
-    run_dir: PathBuf,
+    run_dir: RunDir,
     state: TrainState,
 }
-
-const STATE_FILE: &str = "state.json";
-const CONFIG_FILE: &str = "config.json";
-const CHECKPOINT_DIR: &str = "checkpoint";
-const BEST_DIR: &str = "best";
 
 impl Trainer {
     /// Sets up training. `doc_ids[i]` names row `i` of `doc_vectors`. `run_dir` receives
@@ -335,32 +61,7 @@ impl Trainer {
         }
         crate::retrieval::set_faiss_threads(1);
         let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        let config_text =
-            serde_json::to_string_pretty(&config).map_err(|e| Error::Invalid(e.to_string()))?;
-        let cfg_path = run_dir.join(CONFIG_FILE);
-        let mut state = TrainState::default();
-        if run_dir.join(CHECKPOINT_DIR).join(STATE_FILE).is_file() {
-            let old = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-            if old != config_text {
-                return Err(Error::Invalid(format!(
-                    "{} holds a run with another configuration; use a new run directory or delete it to start over",
-                    run_dir.display()
-                )));
-            }
-            let ck = run_dir.join(CHECKPOINT_DIR);
-            let st = ck.join(STATE_FILE);
-            let text = std::fs::read_to_string(&st).map_err(|e| Error::io(&st, e))?;
-            state = serde_json::from_str(&text).map_err(|e| Error::bad_file(&st, e.to_string()))?;
-            tower.load_state(&ck)?;
-            tracing::info!(
-                epoch = state.epoch + 1,
-                step = state.global_step,
-                "resuming from checkpoint"
-            );
-        } else {
-            write_atomic(&cfg_path, config_text.as_bytes())?;
-        }
+        let (run_dir, state) = RunDir::open(run_dir, &config, &mut tower)?;
         let steps_per_epoch = train.len().div_ceil(config.batch_size) as u64;
         let mut config = config;
         if config.optimizer.total_steps == 0 {
@@ -379,7 +80,7 @@ impl Trainer {
             dev,
             doc_ids,
             bm25: HashMap::new(),
-            run_dir: run_dir.to_path_buf(),
+            run_dir,
             state,
         })
     }
@@ -423,7 +124,7 @@ impl Trainer {
 
     /// Directory holding the best parameters so far (`params.safetensors`).
     pub fn best_dir(&self) -> PathBuf {
-        self.run_dir.join(BEST_DIR)
+        self.run_dir.best_dir()
     }
 
     /// nDCG@10 of `queries` with the current parameters, retrieving exactly over the documents.
@@ -435,6 +136,11 @@ impl Trainer {
             queries,
             self.config.batch_size,
         )
+    }
+
+    /// Writes params, optimizer state and progress into `run_dir/checkpoint`, atomically.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.run_dir.save_checkpoint(&self.tower, &self.state)
     }
 
     /// Trains until all epochs are done, `max_steps` is reached, or `stop` is set (then a
@@ -451,7 +157,7 @@ impl Trainer {
             self.state.baseline_dev_ndcg10 = Some(base);
             self.state.best_dev_ndcg10 = base;
             self.state.best_epoch = 0;
-            self.save_best()?;
+            self.run_dir.save_best(&self.tower)?;
         }
         let total = self.total_steps();
         while self.state.epoch < self.config.epochs && !self.state.finished {
@@ -538,7 +244,7 @@ impl Trainer {
         if !dev.is_empty() && dev_ndcg10 > self.state.best_dev_ndcg10 {
             self.state.best_dev_ndcg10 = dev_ndcg10;
             self.state.best_epoch = self.state.epoch + 1;
-            self.save_best()?;
+            self.run_dir.save_best(&self.tower)?;
         }
         self.state.epoch += 1;
         self.state.step_in_epoch = 0;
@@ -683,37 +389,6 @@ impl Trainer {
                 })
                 .collect(),
         })
-    }
-
-    fn save_best(&self) -> Result<()> {
-        let dir = self.best_dir();
-        let tmp = self.run_dir.join("best.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        self.tower.params().save(&tmp.join("params.safetensors"))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))
-    }
-
-    /// Writes params, optimizer state and progress into `run_dir/checkpoint`, atomically.
-    pub fn checkpoint(&self) -> Result<()> {
-        let dir = self.run_dir.join(CHECKPOINT_DIR);
-        let tmp = self.run_dir.join("checkpoint.tmp");
-        let old = self.run_dir.join("checkpoint.old");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        self.tower.save_state(&tmp)?;
-        let state =
-            serde_json::to_string_pretty(&self.state).map_err(|e| Error::Invalid(e.to_string()))?;
-        std::fs::write(tmp.join(STATE_FILE), state)
-            .map_err(|e| Error::io(tmp.join(STATE_FILE), e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        if dir.exists() {
-            std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
     }
 }
 

@@ -1,0 +1,129 @@
+//! Training configuration ([`TrainConfig`], read from TOML or JSON) and the objectives it
+//! chooses between ([`Objective`]).
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::optim::AdamWConfig;
+use crate::{Error, Result};
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// LTRe: full retrieval, pairwise loss weighted by the change in reciprocal rank.
+    #[default]
+    Ltre,
+    /// Softmax cross-entropy against the other queries' positives in the batch.
+    InBatch,
+    /// Softmax cross-entropy over one positive and `negatives` random documents.
+    RandomNegatives,
+    /// Softmax cross-entropy over one positive and `negatives` documents from the BM25 top-k.
+    Bm25Negatives,
+}
+
+/// Training configuration (TOML or JSON). Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed for shuffling, splits and negative sampling.
+    pub seed: u64,
+    /// Passes over the training queries.
+    pub epochs: usize,
+    /// Queries per step.
+    pub batch_size: usize,
+    /// Training objective.
+    pub objective: Objective,
+    /// LTRe: documents retrieved per query.
+    pub top_n: usize,
+    /// LTRe: reciprocal ranks beyond this cut count as 0.
+    pub rr_cut: usize,
+    /// Scores are `temperature * <q, d>` (about 20 for L2-normalised encoders).
+    pub temperature: f32,
+    /// Sampled-negative objectives: negatives per query.
+    pub negatives: usize,
+    /// Faiss factory string of the retrieval index (`Flat`, `IVF256,PQ48np`, ...).
+    pub index: String,
+    /// IVF probes.
+    pub nprobe: usize,
+    /// Fraction of the steps used for linear warm-up (overrides `optimizer.warmup_steps`).
+    pub warmup_ratio: f32,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// Fraction of the training queries held out for model selection when no dev qrels are given.
+    pub dev_fraction: f32,
+    /// Stop after this many steps in total (for quick runs and benchmarks).
+    pub max_steps: Option<u64>,
+    /// AdamW settings (`total_steps` is filled in from the epochs when 0).
+    pub optimizer: AdamWConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 13,
+            epochs: 5,
+            batch_size: 32,
+            objective: Objective::Ltre,
+            top_n: 200,
+            rr_cut: 200,
+            temperature: 20.0,
+            negatives: 7,
+            index: "Flat".into(),
+            nprobe: 32,
+            warmup_ratio: 0.1,
+            checkpoint_every: 10,
+            dev_fraction: 0.2,
+            max_steps: None,
+            optimizer: AdamWConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML (`.toml`) or JSON configuration file.
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: TrainConfig = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .map_err(|e| Error::bad_file(path, format!("invalid training config: {e}")))?
+        } else {
+            toml::from_str(&text)
+                .map_err(|e| Error::bad_file(path, format!("invalid training config: {e}")))?
+        };
+        cfg.validate()
+            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.to_string()));
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch_size must be at least 1");
+        }
+        if self.checkpoint_every == 0 {
+            return bad("checkpoint_every must be at least 1");
+        }
+        if self.top_n == 0 || self.rr_cut == 0 {
+            return bad("top_n and rr_cut must be at least 1");
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad("temperature must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.dev_fraction) {
+            return bad("dev_fraction must lie in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio must lie in [0, 1)");
+        }
+        if matches!(
+            self.objective,
+            Objective::RandomNegatives | Objective::Bm25Negatives
+        ) && self.negatives == 0
+        {
+            return bad("negatives must be at least 1 for sampled-negative objectives");
+        }
+        self.optimizer.validate()
+    }
+}

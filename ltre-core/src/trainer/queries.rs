@@ -1,0 +1,57 @@
+//! Data preparation: training queries joined with their relevant documents, and the seeded
+//! held-out split used for model selection.
+use std::collections::HashMap;
+
+use rand::seq::SliceRandom;
+use rand::{rngs::StdRng, SeedableRng};
+
+use crate::data::{Qrels, Query};
+
+/// A training query with the rows of its relevant documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainQuery {
+    /// Query id.
+    pub id: String,
+    /// Query text.
+    pub text: String,
+    /// Rows (in the document matrix) of documents graded >= 1.
+    pub relevant: Vec<usize>,
+}
+
+/// Queries joined with qrels and the document id -> row map. Queries without a relevant
+/// document in the collection are dropped (they carry no signal).
+pub fn join_queries(
+    queries: &[Query],
+    qrels: &Qrels,
+    doc_rows: &HashMap<String, usize>,
+) -> Vec<TrainQuery> {
+    queries
+        .iter()
+        .filter_map(|q| {
+            let judged = qrels.get(&q.id)?;
+            let relevant: Vec<usize> = judged
+                .iter()
+                .filter(|(_, &g)| g >= 1)
+                .filter_map(|(d, _)| doc_rows.get(d).copied())
+                .collect();
+            (!relevant.is_empty()).then(|| TrainQuery {
+                id: q.id.clone(),
+                text: q.text.clone(),
+                relevant,
+            })
+        })
+        .collect()
+}
+
+/// Splits queries into (train, dev) with a seeded shuffle; `fraction` of them go to dev.
+pub fn split_dev(
+    mut queries: Vec<TrainQuery>,
+    fraction: f32,
+    seed: u64,
+) -> (Vec<TrainQuery>, Vec<TrainQuery>) {
+    queries.sort_by(|a, b| a.id.cmp(&b.id));
+    queries.shuffle(&mut StdRng::seed_from_u64(seed ^ 0xdead_beef));
+    let n_dev = ((queries.len() as f32) * fraction).round() as usize;
+    let dev = queries.split_off(queries.len() - n_dev.min(queries.len()));
+    (queries, dev)
+}
