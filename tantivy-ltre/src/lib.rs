@@ -13,8 +13,9 @@
 //! - [`lexical`]: the BM25 bag-of-words query from free text and the external id of a hit.
 //! - [`writer`]: [`DenseIndexWriter`] (validates vectors, keeps the good documents of a batch),
 //!   [`EmbeddingWriter`] (embeds text with a [`TextEmbedder`] in batches).
-//! - [`encoders`]: the ltre index directory layout (`ltre.json`, `encoders/<id>`, `ACTIVE`),
-//!   versioned query encoders with activation and rollback, document-vector checksums.
+//! - [`encoders`]: the ltre index directory in one import: its layout and `ltre.json`
+//!   ([`layout`]), versioned query encoders with activation and rollback ([`registry`]) and
+//!   document-vector checksums ([`checksum`]).
 //! - `live` (feature `encoder`): `LiveEncoder`, the active query encoder, reloaded when
 //!   an activation or rollback changes it.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
@@ -75,15 +76,18 @@
 //! # }
 //! ```
 pub mod ann;
+pub mod checksum;
 pub mod embedder;
 pub mod encoders;
 pub mod error;
 pub mod field;
 pub mod fusion;
+pub mod layout;
 pub mod lexical;
 #[cfg(feature = "encoder")]
 pub mod live;
 pub mod query;
+pub mod registry;
 pub mod scan;
 pub mod writer;
 
