@@ -251,6 +251,26 @@ impl EncoderStore {
         self.write_active(id)
     }
 
+    /// [`EncoderStore::activate`] after checking that encoder `id` embeds in `dim` dimensions
+    /// (the index's vectors): a query encoder must embed into the documents' space.
+    pub fn activate_checked(&self, id: &str, dim: usize) -> Result<()> {
+        let dir = self.encoder_dir(id)?;
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "no encoder `{id}` in {}; `ltre-cli encoder list` shows the stored ones",
+                self.dir.display()
+            )));
+        }
+        let manifest = ltre_core::manifest::Manifest::load(&dir)?;
+        if manifest.embedding_dim != dim {
+            return Err(Error::Invalid(format!(
+                "encoder `{id}` embeds in {} dimensions but the index stores {dim}-d vectors",
+                manifest.embedding_dim
+            )));
+        }
+        self.activate(id)
+    }
+
     /// Re-activates the encoder that was active before the current one and returns its id.
     ///
     /// Rollbacks undo activations in turn: after activating `a`, `b`, `c`, two rollbacks give
