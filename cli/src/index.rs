@@ -95,9 +95,8 @@ pub fn run(args: Args) -> Result<()> {
             ..MigrateOptions::new(model)
         };
         let progress = progress_bar(None);
-        let report = add_dense_field_to_index(old, &args.index, &options, |n| {
-            progress.inc(n as u64)
-        })?;
+        let report =
+            add_dense_field_to_index(old, &args.index, &options, |n| progress.inc(n as u64))?;
         progress.finish_and_clear();
         eprintln!(
             "copied {} documents of {} into {} with a {}-d dense field `{}` (id field `{}`{})",

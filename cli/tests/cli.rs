@@ -205,7 +205,9 @@ fn from_index_adds_the_dense_field() {
     let index = Index::create_in_dir(&old, builder.build()).unwrap();
     let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
     for (id, _, text) in CORPUS {
-        writer.add_document(doc!(key => *id, body => *text)).unwrap();
+        writer
+            .add_document(doc!(key => *id, body => *text))
+            .unwrap();
     }
     writer.commit().unwrap();
     drop(writer);

@@ -10,7 +10,6 @@ use tantivy::Searcher;
 use crate::error::{Error, Result};
 use crate::field::DenseField;
 
-
 /// The live documents of `searcher` as `(id, vector)` in ascending id order; `None` for a
 /// document without a vector.
 fn live_vectors(

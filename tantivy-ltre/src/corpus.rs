@@ -140,7 +140,10 @@ pub fn index_corpus(
     let fields = Fields::of(&index.schema())?;
     let done = indexed_ids(&index, fields.id)?;
     if !done.is_empty() {
-        tracing::info!("resuming: {} documents already indexed are skipped", done.len());
+        tracing::info!(
+            "resuming: {} documents already indexed are skipped",
+            done.len()
+        );
     }
     let mut reader = CorpusReader::open(corpus)?;
     let workers = threads.min(8);
@@ -193,8 +196,14 @@ pub fn index_corpus(
                 let embedder = embedder.as_mut().ok_or_else(|| {
                     Error::Invalid("a dense index needs a model to embed the documents".into())
                 })?;
-                let (added, refused) =
-                    add_embedded(writer, &mut **embedder, &chunk, &fields, options, &mut progress)?;
+                let (added, refused) = add_embedded(
+                    writer,
+                    &mut **embedder,
+                    &chunk,
+                    &fields,
+                    options,
+                    &mut progress,
+                )?;
                 report.added += added;
                 report.refused += refused;
                 writer.commit()?;
@@ -223,7 +232,13 @@ pub fn index_corpus(
         )));
     }
     if let Some(dense) = &dense {
-        record_base_encoder(index_dir, &index, dense, ID_FIELD, "document encoder (ltre-cli index)")?;
+        record_base_encoder(
+            index_dir,
+            &index,
+            dense,
+            ID_FIELD,
+            "document encoder (ltre-cli index)",
+        )?;
     }
     Ok(report)
 }

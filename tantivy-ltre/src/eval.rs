@@ -134,6 +134,9 @@ mod tests {
             ("a".to_string(), 1.0),
         ];
         assert_eq!(dedup_by_id(&mut results), 1);
-        assert_eq!(results, vec![("a".to_string(), 3.0), ("b".to_string(), 2.0)]);
+        assert_eq!(
+            results,
+            vec![("a".to_string(), 3.0), ("b".to_string(), 2.0)]
+        );
     }
 }

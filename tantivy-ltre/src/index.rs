@@ -105,7 +105,10 @@ impl LtreIndex {
         let dir = dir.as_ref().to_path_buf();
         let config = IndexConfig::load(&dir)?;
         let mut index = Index::open_in_dir(&dir).map_err(|e| {
-            Error::Invalid(format!("{}: cannot open the Tantivy index: {e}", dir.display()))
+            Error::Invalid(format!(
+                "{}: cannot open the Tantivy index: {e}",
+                dir.display()
+            ))
         })?;
         let dense = match &config.dense_field {
             Some(_) => Some(DenseField::register(&mut index)?),

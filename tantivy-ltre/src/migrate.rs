@@ -122,7 +122,10 @@ pub fn add_dense_field_to_index(
         )));
     }
     let mut old = Index::open_in_dir(old_dir).map_err(|e| {
-        Error::Invalid(format!("{}: cannot open the Tantivy index: {e}", old_dir.display()))
+        Error::Invalid(format!(
+            "{}: cannot open the Tantivy index: {e}",
+            old_dir.display()
+        ))
     })?;
     if let Some(tokenizers) = &options.tokenizers {
         old.set_tokenizers(tokenizers.clone());
@@ -146,13 +149,20 @@ pub fn add_dense_field_to_index(
     let mut failure = None;
     // Built in a hidden sibling and renamed into place once verified.
     let built = ltre_core::fsutil::replace_dir_atomically(new_dir, |tmp| {
-        build(tmp, &old, &old_searcher, &plan, &mut embedder, options, &mut progress).map_err(
-            |e| {
-                let message = e.to_string();
-                failure = Some(e);
-                ltre_core::Error::Invalid(message)
-            },
+        build(
+            tmp,
+            &old,
+            &old_searcher,
+            &plan,
+            &mut embedder,
+            options,
+            &mut progress,
         )
+        .map_err(|e| {
+            let message = e.to_string();
+            failure = Some(e);
+            ltre_core::Error::Invalid(message)
+        })
     });
     let documents = match built {
         Ok(documents) => documents,
@@ -307,13 +317,19 @@ fn dense_text(named: &BTreeMap<String, Vec<OwnedValue>>, text_fields: &[String])
     let mut out = String::new();
     for name in text_fields {
         for value in named.get(name).into_iter().flatten() {
-            let OwnedValue::Str(text) = value else { continue };
+            let OwnedValue::Str(text) = value else {
+                continue;
+            };
             let text = text.trim();
             if text.is_empty() {
                 continue;
             }
             if !out.is_empty() {
-                out.push_str(if out.ends_with(['.', '?', '!', ':']) { " " } else { ". " });
+                out.push_str(if out.ends_with(['.', '?', '!', ':']) {
+                    " "
+                } else {
+                    ". "
+                });
             }
             out.push_str(text);
         }
@@ -355,9 +371,8 @@ fn build(
             let doc: TantivyDocument = old_searcher.doc(DocAddress::new(ord as u32, doc_id))?;
             let named = plan.named(&doc);
             let text = dense_text(&named.0, &options.text_fields);
-            let copy = TantivyDocument::convert_named_doc(&schema, named).map_err(|e| {
-                Error::Invalid(format!("segment {ord}, document {doc_id}: {e}"))
-            })?;
+            let copy = TantivyDocument::convert_named_doc(&schema, named)
+                .map_err(|e| Error::Invalid(format!("segment {ord}, document {doc_id}: {e}")))?;
             embedding.add(copy, text)?;
             in_batch += 1;
             if in_batch == batch_size {
@@ -402,7 +417,13 @@ fn build(
     }
     .save(dir)?;
     install_base_encoder(dir, &options.model)?;
-    record_base_encoder(dir, &index, &dense, &plan.id_field, "document encoder (migrated index)")?;
+    record_base_encoder(
+        dir,
+        &index,
+        &dense,
+        &plan.id_field,
+        "document encoder (migrated index)",
+    )?;
     Ok(documents)
 }
 

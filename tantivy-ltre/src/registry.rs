@@ -31,8 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    write_atomically, ACTIVE_FILE, ENCODERS_DIR, HISTORY_FILE, RECORD_FILE,
-    VERSION_PREFIX,
+    write_atomically, ACTIVE_FILE, ENCODERS_DIR, HISTORY_FILE, RECORD_FILE, VERSION_PREFIX,
 };
 
 /// `encoders/<id>/encoder.json`: where an encoder comes from and how good it was.

@@ -17,7 +17,11 @@ use tantivy_ltre::{
 };
 
 const CORPUS: &[(&str, &str, &str)] = &[
-    ("d1", "the quick fox", "the quick brown fox jumps over the lazy dog"),
+    (
+        "d1",
+        "the quick fox",
+        "the quick brown fox jumps over the lazy dog",
+    ),
     ("d2", "cats", "a cat sleeps all day"),
     ("d3", "rivers", "water flows down the river to the sea"),
     ("d4", "fox dens", "a fox digs a den under the tree"),
@@ -77,8 +81,17 @@ fn index_open_search_and_evaluate() {
     top2.sort();
     assert_eq!(top2, ["d1", "d4"]);
     let searcher = index.searcher();
-    assert_eq!(index.title(&searcher, hits[0].address).unwrap().contains("fox"), true);
-    assert_eq!(index.doc_id(&searcher, hits[0].address).unwrap(), hits[0].id);
+    assert_eq!(
+        index
+            .title(&searcher, hits[0].address)
+            .unwrap()
+            .contains("fox"),
+        true
+    );
+    assert_eq!(
+        index.doc_id(&searcher, hits[0].address).unwrap(),
+        hits[0].id
+    );
 
     for fusion in [
         FusionMethod::Rrf { k: 60.0 },
@@ -103,10 +116,17 @@ fn index_open_search_and_evaluate() {
     assert_eq!(index.search("fox", &dense).unwrap().len(), 3);
 
     // Validation.
-    let k0 = SearchOptions { k: 0, ..bm25.clone() };
+    let k0 = SearchOptions {
+        k: 0,
+        ..bm25.clone()
+    };
     assert!(index.search("fox", &k0).unwrap().is_empty());
     let err = |options: SearchOptions| index.search("fox", &options).unwrap_err().to_string();
-    assert!(err(SearchOptions { depth: 0, ..SearchOptions::default() }).contains("depth"));
+    assert!(err(SearchOptions {
+        depth: 0,
+        ..SearchOptions::default()
+    })
+    .contains("depth"));
     let alpha = SearchOptions {
         fusion: FusionMethod::Linear {
             alpha: 1.5,
@@ -129,7 +149,8 @@ fn index_open_search_and_evaluate() {
         ..OpenOptions::default()
     });
     assert!(
-        unknown_encoder.contains("no encoder `ltre-0042`") && unknown_encoder.contains("encoder list"),
+        unknown_encoder.contains("no encoder `ltre-0042`")
+            && unknown_encoder.contains("encoder list"),
         "{unknown_encoder}"
     );
 
@@ -156,7 +177,10 @@ fn index_open_search_and_evaluate() {
     for value in &report.evaluation.mean {
         assert!((0.0..=1.0).contains(value), "{value}");
     }
-    assert!((report.evaluation.mean[2] - 1.0).abs() < 1e-9, "Recall@100 of fox");
+    assert!(
+        (report.evaluation.mean[2] - 1.0).abs() < 1e-9,
+        "Recall@100 of fox"
+    );
 }
 
 /// An application's index: its own schema, two segments, a deleted document, a stored-only
@@ -193,7 +217,12 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -235,16 +264,29 @@ fn migrate_adds_the_dense_field_to_an_app_index() {
     for hit in &hits {
         let doc: TantivyDocument = searcher.doc(hit.address).unwrap();
         let i = CORPUS.iter().position(|(id, _, _)| *id == hit.id).unwrap();
-        assert_eq!(index.stored_text(&searcher, hit.address, "body").unwrap().as_deref(), Some(CORPUS[i].2));
-        assert_eq!(doc.get_first(year).and_then(|v| v.as_u64()), Some(2000 + i as u64));
+        assert_eq!(
+            index
+                .stored_text(&searcher, hit.address, "body")
+                .unwrap()
+                .as_deref(),
+            Some(CORPUS[i].2)
+        );
+        assert_eq!(
+            doc.get_first(year).and_then(|v| v.as_u64()),
+            Some(2000 + i as u64)
+        );
     }
     let hybrid = index.search("fox", &SearchOptions::default()).unwrap();
     assert!(ids(&hybrid).contains(&"d1"));
-    let base = tantivy_ltre::encoders::EncoderStore::new(&new).record("base").unwrap();
+    let base = tantivy_ltre::encoders::EncoderStore::new(&new)
+        .record("base")
+        .unwrap();
     assert_eq!(base.document_vectors_sha256.len(), 64);
 
     // A non-empty destination is refused.
-    let err = add_dense_field_to_index(&old, &new, &options, |_| {}).unwrap_err().to_string();
+    let err = add_dense_field_to_index(&old, &new, &options, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not empty"), "{err}");
 }
 
@@ -261,8 +303,13 @@ fn migrate_refuses_unstored_fields_unless_dropped() {
         threads: 1,
         ..MigrateOptions::new(&model)
     };
-    let err = add_dense_field_to_index(&old, &new, &options, |_| {}).unwrap_err().to_string();
-    assert!(err.contains("hidden") && err.contains("not stored"), "{err}");
+    let err = add_dense_field_to_index(&old, &new, &options, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hidden") && err.contains("not stored"),
+        "{err}"
+    );
     assert!(!new.exists() || std::fs::read_dir(&new).unwrap().next().is_none());
     options.drop_unstored = true;
     let report = add_dense_field_to_index(&old, &new, &options, |_| {}).unwrap();
