@@ -1,7 +1,7 @@
 //! Opening an ltre index directory as a library: [`LtreIndex`].
 //!
 //! An ltre index is a Tantivy index plus `ltre.json` ([`IndexConfig`]) and its query encoders
-//! (`encoders/`), as built by `ltre-cli index`, [`crate::build::index_corpus`] or
+//! (`encoders/`), as built by `ltre-cli index`, [`crate::corpus::index_corpus`] or
 //! [`crate::migrate::add_dense_field_to_index`]. [`LtreIndex::open`] reads the configuration,
 //! registers the dense plugin, resolves the BM25 fields and the id field and loads the query
 //! encoder; [`LtreIndex::search`] (in [`crate::search`]) then runs BM25, dense or hybrid

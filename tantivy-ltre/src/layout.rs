@@ -21,11 +21,11 @@ pub const ENCODERS_DIR: &str = "encoders";
 pub const ACTIVE_FILE: &str = "ACTIVE";
 /// Id of the encoder the documents were embedded with.
 pub const BASE_ENCODER: &str = "base";
-/// File of an encoder's [`EncoderRecord`], inside its directory.
+/// File of an encoder's [`EncoderRecord`](crate::registry::EncoderRecord), inside its directory.
 pub const RECORD_FILE: &str = "encoder.json";
-/// Activation log (JSON lines of [`HistoryEntry`]).
+/// Activation log (JSON lines of [`HistoryEntry`](crate::registry::HistoryEntry)).
 pub const HISTORY_FILE: &str = "HISTORY";
-/// Prefix of the ids given by [`EncoderStore::install_version`].
+/// Prefix of the ids given by [`EncoderStore::install_version`](crate::registry::EncoderStore::install_version).
 pub const VERSION_PREFIX: &str = "ltre-";
 /// Current [`IndexConfig::format_version`].
 pub const FORMAT_VERSION: u32 = 1;

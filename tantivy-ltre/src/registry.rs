@@ -54,7 +54,7 @@ pub struct EncoderRecord {
     /// Measurements, e.g. `dev_ndcg10`, `baseline_dev_ndcg10`.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
-    /// [`document_vectors_sha256`] of the index when the encoder was trained: the documents
+    /// [`document_vectors_sha256`](crate::checksum::document_vectors_sha256) of the index when the encoder was trained: the documents
     /// this query encoder was trained against.
     #[serde(default)]
     pub document_vectors_sha256: String,

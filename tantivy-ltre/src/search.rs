@@ -116,7 +116,7 @@ impl SearchOptions {
         }
     }
 
-    fn fusion(&self) -> Box<dyn Fusion> {
+    fn boxed_fusion(&self) -> Box<dyn Fusion> {
         match self.fusion {
             FusionMethod::Rrf { k } => Box::new(Rrf { k }),
             FusionMethod::Linear {
@@ -190,7 +190,7 @@ impl LtreIndex {
                 hybrid.dense(vector, None, options.k)?
             } else {
                 let lexical = self.lexical_query(text)?;
-                hybrid.search(&*lexical, vector, None, &*options.fusion(), options.k)?
+                hybrid.search(&*lexical, vector, None, &*options.boxed_fusion(), options.k)?
             }
         };
         hits.into_iter()
