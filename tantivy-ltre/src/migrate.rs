@@ -236,8 +236,8 @@ impl Plan {
         }
         if !unstored.is_empty() && !options.drop_unstored {
             return Err(Error::Invalid(format!(
-                "fields {} are indexed or fast but not stored: their values cannot be read back to rebuild them; store them in the old index, or drop them (--drop-unstored, MigrateOptions::drop_unstored)",
-                unstored.join(", ")
+                "indexed or fast fields that are not stored cannot be rebuilt (their values cannot be read back): `{}`; store them in the old index, or drop them (--drop-unstored, MigrateOptions::drop_unstored)",
+                unstored.join("`, `")
             )));
         }
         let mut dense = DenseFieldOptions::new(1).required();
