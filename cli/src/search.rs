@@ -1,6 +1,6 @@
 //! `ltre-cli search`: one query against an index, BM25, dense or hybrid, through
 //! [`LtreIndex::search`]; the retrieval flags shared with `ltre-cli eval`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use tantivy_ltre::{
@@ -150,12 +150,13 @@ impl RetrievalArgs {
     }
 }
 
-/// `ltre-cli train` opens an index for BM25 negatives with `Retriever::open(&args)`.
-pub type Retriever = LtreIndex;
+/// What `ltre-cli train` opens for its BM25 negatives (`Retriever::open(&args)`).
+pub struct Retriever;
 
-impl AsRef<Path> for RetrievalArgs {
-    fn as_ref(&self) -> &Path {
-        &self.index
+impl Retriever {
+    /// [`RetrievalArgs::open`]: the [`LtreIndex`] of `args`.
+    pub fn open(args: &RetrievalArgs) -> Result<LtreIndex> {
+        args.open()
     }
 }
 

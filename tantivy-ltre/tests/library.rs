@@ -315,3 +315,41 @@ fn migrate_refuses_unstored_fields_unless_dropped() {
     let index = LtreIndex::open(&new).unwrap();
     assert!(index.index().schema().get_field("hidden").is_err());
 }
+
+/// A corpus holding one id twice: the run keeps its first occurrence, so no metric exceeds 1.
+#[test]
+fn evaluation_deduplicates_document_ids() {
+    let root = tempfile::tempdir().unwrap();
+    let corpus = root.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    let mut text = std::fs::read_to_string(&corpus).unwrap();
+    text.push_str(r#"{"_id": "d1", "title": "fox again", "text": "another fox"}"#);
+    text.push('\n');
+    std::fs::write(&corpus, text).unwrap();
+    let dir = root.path().join("index");
+    let options = CorpusOptions {
+        threads: 1,
+        ..CorpusOptions::default()
+    };
+    assert_eq!(
+        index_corpus(&dir, &corpus, &options, |_| {}).unwrap().added,
+        7
+    );
+    let index = LtreIndex::open(&dir).unwrap();
+    let queries = vec![Query {
+        id: "q".into(),
+        text: "fox".into(),
+    }];
+    let qrels = BTreeMap::from([("q".to_string(), BTreeMap::from([("d1".to_string(), 1)]))]);
+    let mut options = EvalOptions::default();
+    options.search.mode = RetrievalMode::Bm25;
+    let report = evaluate_queries(&index, &queries, &qrels, &options, |_| {}).unwrap();
+    assert_eq!(report.duplicates_removed, 1);
+    assert_eq!(
+        report.run["q"].iter().filter(|(id, _)| id == "d1").count(),
+        1
+    );
+    for value in &report.evaluation.mean {
+        assert!((0.0..=1.0).contains(value), "{value}");
+    }
+}
