@@ -115,11 +115,15 @@ pub fn add_dense_field_to_index(
     options: &MigrateOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<MigrateReport> {
-    if old_dir.canonicalize().ok() == new_dir.canonicalize().ok() && new_dir.exists() {
-        return Err(Error::Invalid(format!(
-            "{}: the new index must be another directory than the old one",
-            new_dir.display()
-        )));
+    // The old index is only read: the new one may be neither it nor inside it.
+    if let (Ok(old), Ok(new)) = (old_dir.canonicalize(), std::path::absolute(new_dir)) {
+        if new.starts_with(&old) || new_dir.canonicalize().is_ok_and(|n| n == old) {
+            return Err(Error::Invalid(format!(
+                "{}: the new index must be outside the old one ({})",
+                new_dir.display(),
+                old_dir.display()
+            )));
+        }
     }
     let mut old = Index::open_in_dir(old_dir).map_err(|e| {
         Error::Invalid(format!(

@@ -280,7 +280,12 @@ fn migrate_adds_the_dense_field_to_an_app_index() {
         .unwrap();
     assert_eq!(base.document_vectors_sha256.len(), 64);
 
-    // A non-empty destination is refused.
+    // A destination inside the old index, or a non-empty one, is refused.
+    let inside = add_dense_field_to_index(&old, &old.join("dense"), &options, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(inside.contains("outside the old one"), "{inside}");
+    assert_eq!(snapshot(&old), before);
     let err = add_dense_field_to_index(&old, &new, &options, |_| {})
         .unwrap_err()
         .to_string();
