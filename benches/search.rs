@@ -17,13 +17,11 @@ use std::time::{Duration, Instant};
 use ltre::core::data::{read_qrels, read_queries};
 use ltre::core::encoder::EncoderOptions;
 use ltre::core::Encoder;
-use ltre::tantivy::encoders::{EncoderStore, IndexConfig};
-use ltre::tantivy::{Cascade, DenseField, Fusion, HybridSearcher, LinearFusion, Rrf};
+use ltre::tantivy::encoders::EncoderStore;
+use ltre::tantivy::{
+    Cascade, EncoderChoice, Fusion, HybridSearcher, LinearFusion, LtreIndex, OpenOptions, Rrf,
+};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::tokenizer::TokenStream;
-use tantivy::{Index, Term};
 
 /// Results returned per query.
 const K: usize = 10;
@@ -38,23 +36,6 @@ fn root() -> PathBuf {
 
 fn env_path(name: &str, default: PathBuf) -> PathBuf {
     std::env::var_os(name).map_or(default, PathBuf::from)
-}
-
-/// The BM25 bag-of-words query of `ltre-cli search` (one SHOULD term per token and field).
-fn lexical_query(index: &Index, fields: &[Field], text: &str) -> Box<dyn Query> {
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    for field in fields {
-        let mut tokenizer = index.tokenizer_for_field(*field).expect("tokenizer");
-        let mut stream = tokenizer.token_stream(text);
-        while stream.advance() {
-            let term = Term::from_field_text(*field, &stream.token().text);
-            clauses.push((
-                Occur::Should,
-                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-            ));
-        }
-    }
-    Box::new(BooleanQuery::new(clauses))
 }
 
 struct Stats {
@@ -94,16 +75,18 @@ fn main() {
 }
 
 fn run(index_dir: &Path, data: &Path) {
-    let config = IndexConfig::load(index_dir).expect("ltre.json");
-    let mut index = Index::open_in_dir(index_dir).expect("open index");
-    let dense = DenseField::register(&mut index).expect("dense field");
-    let schema = index.schema();
-    let fields: Vec<Field> = config
-        .text_fields
-        .iter()
-        .map(|f| schema.get_field(f).expect("text field"))
-        .collect();
-    let searcher = index.reader().expect("reader").searcher();
+    // The library's view of the index: dense plugin, BM25 fields and the BM25 query of
+    // `ltre-cli search`. The encoder is loaded below with batch size 1, timed on its own.
+    let index = LtreIndex::open_with(
+        index_dir,
+        &OpenOptions {
+            query_encoder: EncoderChoice::None,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open the ltre index");
+    let dense = index.dense_field().expect("a dense field").clone();
+    let searcher = index.searcher();
 
     let mut options = EncoderOptions {
         batch_size: 1,
@@ -156,7 +139,7 @@ fn run(index_dir: &Path, data: &Path) {
         (
             format!("bm25 top {K}"),
             Box::new(|i| {
-                let q = lexical_query(&index, &fields, &queries[i]);
+                let q = index.lexical_query(&queries[i]).expect("bm25 query");
                 searcher
                     .search(&*q, &TopDocs::with_limit(K).order_by_score())
                     .expect("bm25");
@@ -165,7 +148,7 @@ fn run(index_dir: &Path, data: &Path) {
         (
             format!("bm25 top {DEPTH} (hybrid part)"),
             Box::new(|i| {
-                let q = lexical_query(&index, &fields, &queries[i]);
+                let q = index.lexical_query(&queries[i]).expect("bm25 query");
                 hybrid.lexical(&*q, None, DEPTH).expect("bm25");
             }),
         ),
@@ -189,11 +172,11 @@ fn run(index_dir: &Path, data: &Path) {
         ),
     ];
     for (name, fusion) in &fusions {
-        let (hybrid, index, fields, queries) = (&hybrid, &index, &fields, &queries);
+        let (hybrid, index, queries) = (&hybrid, &index, &queries);
         cases.push((
             format!("{name} top {K}"),
             Box::new(move |i| {
-                let q = lexical_query(index, fields, &queries[i]);
+                let q = index.lexical_query(&queries[i]).expect("bm25 query");
                 hybrid
                     .search(&*q, &embed(&queries[i]), None, &**fusion, K)
                     .expect("hybrid");

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use ltre_core::manifest::Manifest;
 use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
 
 /// Arguments.
@@ -96,25 +95,7 @@ fn list(index: &Path, json: bool) -> Result<()> {
 
 fn activate(index: &Path, id: &str) -> Result<()> {
     let config = IndexConfig::load(index)?;
-    let store = EncoderStore::new(index);
-    let dir = store.encoder_dir(id)?;
-    if !dir.is_dir() {
-        bail!(
-            "no encoder `{id}` in {}; `ltre-cli encoder list --index {}` shows the stored ones",
-            index.display(),
-            index.display()
-        );
-    }
-    // A query encoder must embed into the documents' space.
-    let manifest = Manifest::load(&dir)?;
-    if manifest.embedding_dim != config.dim {
-        bail!(
-            "encoder `{id}` embeds in {} dimensions but the index stores {}-d vectors",
-            manifest.embedding_dim,
-            config.dim
-        );
-    }
-    store.activate(id)?;
+    EncoderStore::new(index).activate_checked(id, config.dim)?;
     println!("active query encoder: {id}");
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! `ltre-cli eval`: runs the judged queries of a BEIR split and reports nDCG@10, MRR@10 and
-//! Recall@100 (trec_eval conventions, see `ltre_core::metrics`).
+//! `ltre-cli eval`: runs the judged queries of a BEIR split through
+//! [`tantivy_ltre::eval::evaluate_queries`] and reports nDCG@10, MRR@10 and Recall@100
+//! (trec_eval conventions, see `ltre_core::metrics`).
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use ltre_core::data::{read_qrels, read_queries};
-use ltre_core::metrics::{evaluate, write_trec_run, Run, DEFAULT_METRICS};
+use ltre_core::metrics::{write_trec_run, DEFAULT_METRICS};
+use tantivy_ltre::eval::{evaluate_queries, EvalOptions};
 
-use crate::search::{Mode, RetrievalArgs, Retriever};
+use crate::search::{Mode, RetrievalArgs};
 
 /// Arguments.
 #[derive(clap::Args)]
@@ -34,45 +36,29 @@ const DEPTH: usize = 100;
 /// Runs `ltre-cli eval`.
 pub fn run(args: Args) -> Result<()> {
     let qrels = read_qrels(&args.qrels)?;
-    let queries: Vec<_> = read_queries(&args.queries)?
-        .into_iter()
-        .filter(|q| qrels.contains_key(&q.id))
-        .collect();
-    if queries.is_empty() {
-        anyhow::bail!(
-            "no query of {} is judged in {}: check that they come from the same dataset",
+    let queries = read_queries(&args.queries)?;
+    let options = EvalOptions {
+        search: args.retrieval.search_options(DEPTH)?,
+        metrics: DEFAULT_METRICS.to_vec(),
+    };
+    let index = args.retrieval.open()?;
+    let judged = queries.iter().filter(|q| qrels.contains_key(&q.id)).count();
+    let progress = ProgressBar::new(judged as u64);
+    let report = evaluate_queries(&index, &queries, &qrels, &options, |done| {
+        progress.set_position(done as u64)
+    })
+    .with_context(|| {
+        format!(
+            "evaluating {} against {}",
             args.queries.display(),
             args.qrels.display()
-        );
-    }
-    let mut retriever = Retriever::open(&args.retrieval)?;
-    let vectors: Vec<Option<Vec<f32>>> = if args.retrieval.mode == Mode::Bm25 {
-        vec![None; queries.len()]
-    } else {
-        let mut out = Vec::with_capacity(queries.len());
-        for chunk in queries.chunks(64) {
-            let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
-            out.extend(retriever.embed_queries(&texts)?.into_iter().map(Some));
-        }
-        out
-    };
-    let searcher = retriever.searcher();
-    let progress = ProgressBar::new(queries.len() as u64);
-    let mut run = Run::new();
-    for (query, vector) in queries.iter().zip(&vectors) {
-        let hits = retriever.retrieve(&searcher, &query.text, vector.as_deref(), DEPTH)?;
-        let mut results = Vec::with_capacity(hits.len());
-        for (score, address) in hits {
-            results.push((retriever.doc_id(&searcher, address)?, score as f64));
-        }
-        run.insert(query.id.clone(), results);
-        progress.inc(1);
-    }
+        )
+    })?;
     progress.finish_and_clear();
     if let Some(path) = &args.run_file {
-        write_trec_run(path, &run, "ltre")?;
+        write_trec_run(path, &report.run, "ltre")?;
     }
-    let evaluation = evaluate(&run, &qrels, &DEFAULT_METRICS);
+    let evaluation = &report.evaluation;
     let mode = match args.retrieval.mode {
         Mode::Hybrid => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
         other => format!("{other:?}").to_lowercase(),

@@ -1,20 +1,11 @@
-//! `ltre-cli search`: one query against an index, BM25, dense or hybrid; and the [`Retriever`]
-//! shared with `ltre-cli eval`.
+//! `ltre-cli search`: one query against an index, BM25, dense or hybrid, through
+//! [`LtreIndex::search`]; the retrieval flags shared with `ltre-cli eval`.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use ltre_core::encoder::EncoderOptions;
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Value};
-use tantivy::tokenizer::TokenStream;
-use tantivy::{DocAddress, Index, IndexReader, Score, Searcher, TantivyDocument, Term};
-use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
-use tantivy_ltre::fusion::Fusion;
-use tantivy_ltre::live::LiveEncoder;
+use anyhow::Result;
 use tantivy_ltre::{
-    load_embedder, AnnParams, Cascade, DenseField, EmbedderOptions, HybridSearcher, LinearFusion,
-    Normalization, Rrf, TextEmbedder,
+    AnnParams, EncoderChoice, FusionMethod, LtreIndex, Normalization, OpenOptions, RetrievalMode,
+    SearchOptions,
 };
 
 /// Retrieval mode.
@@ -105,218 +96,84 @@ pub struct Args {
     query: String,
 }
 
-/// An opened index with what each mode needs.
-pub struct Retriever {
-    args: RetrievalArgs,
-    index: Index,
-    reader: IndexReader,
-    config: IndexConfig,
-    lexical_fields: Vec<Field>,
-    dense: Option<DenseField>,
-    embedder: Option<QueryEncoder>,
+impl RetrievalArgs {
+    /// Opens the index with the query encoder the mode needs.
+    pub fn open(&self) -> Result<LtreIndex> {
+        let query_encoder = match (self.mode, &self.encoder) {
+            (Mode::Bm25, _) => EncoderChoice::None,
+            (_, Some(id)) => EncoderChoice::Pinned(id.clone()),
+            (_, None) => EncoderChoice::Active,
+        };
+        let options = OpenOptions {
+            query_encoder,
+            lexical_fields: self.fields.clone(),
+            threads: self.threads,
+        };
+        let index = LtreIndex::open_with(&self.index, &options)?;
+        if self.mode != Mode::Bm25 && index.dense_field().is_none() {
+            anyhow::bail!(
+                "{}: lexical-only index (built without --model); use --mode bm25",
+                self.index.display()
+            );
+        }
+        Ok(index)
+    }
+
+    /// The library's search options for these flags, returning `k` documents.
+    pub fn search_options(&self, k: usize) -> Result<SearchOptions> {
+        let options = SearchOptions {
+            mode: match self.mode {
+                Mode::Bm25 => RetrievalMode::Bm25,
+                Mode::Dense => RetrievalMode::Dense,
+                Mode::Hybrid => RetrievalMode::Hybrid,
+            },
+            fusion: match self.fusion {
+                FusionKind::Rrf => FusionMethod::Rrf { k: self.rrf_k },
+                FusionKind::Linear => FusionMethod::Linear {
+                    alpha: self.alpha,
+                    normalization: match self.normalization {
+                        NormKind::Minmax => Normalization::MinMax,
+                        NormKind::Zscore => Normalization::ZScore,
+                    },
+                },
+                FusionKind::Cascade => FusionMethod::Cascade,
+            },
+            depth: self.depth,
+            k,
+            ann: AnnParams {
+                nprobe: self.nprobe,
+                ef_search: self.ef_search,
+            },
+        };
+        options.validate()?;
+        Ok(options)
+    }
 }
 
-/// The query encoder of a [`Retriever`].
-enum QueryEncoder {
-    /// The active encoder, reloaded when `encoders/ACTIVE` changes.
-    Live(LiveEncoder),
-    /// The encoder named by `--encoder`.
-    Pinned(Box<dyn TextEmbedder>),
-}
+/// What `ltre-cli train` opens for its BM25 negatives (`Retriever::open(&args)`).
+pub struct Retriever;
 
 impl Retriever {
-    /// Opens the index of `args` and, for dense and hybrid modes, the query encoder.
-    pub fn open(args: &RetrievalArgs) -> Result<Retriever> {
-        let config = IndexConfig::load(&args.index)?;
-        let mut index = Index::open_in_dir(&args.index)
-            .with_context(|| format!("opening {}", args.index.display()))?;
-        let dense = match &config.dense_field {
-            Some(_) => Some(DenseField::register(&mut index)?),
-            None => None,
-        };
-        let schema = index.schema();
-        let names = args.fields.as_ref().unwrap_or(&config.text_fields);
-        let lexical_fields = names
-            .iter()
-            .map(|f| {
-                schema
-                    .get_field(f)
-                    .with_context(|| format!("{}: no lexical field `{f}`", args.index.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let embedder = if args.mode == Mode::Bm25 {
-            None
-        } else {
-            if dense.is_none() {
-                bail!(
-                    "{}: lexical-only index (built without --model); use --mode bm25",
-                    args.index.display()
-                );
-            }
-            Some(match &args.encoder {
-                Some(id) => QueryEncoder::Pinned(load_embedder(
-                    &EncoderStore::new(&args.index).encoder_dir(id)?,
-                    EmbedderOptions {
-                        threads: args.threads,
-                        batch_size: 64,
-                    },
-                )?),
-                None => {
-                    let mut options = EncoderOptions {
-                        batch_size: 64,
-                        ..Default::default()
-                    };
-                    if args.threads > 0 {
-                        options.threads = args.threads;
-                    }
-                    QueryEncoder::Live(LiveEncoder::open(&args.index, options)?)
-                }
-            })
-        };
-        let reader = index.reader()?;
-        Ok(Retriever {
-            args: args.clone(),
-            index,
-            reader,
-            config,
-            lexical_fields,
-            dense,
-            embedder,
-        })
-    }
-
-    /// The searcher of the current commit.
-    pub fn searcher(&self) -> Searcher {
-        self.reader.searcher()
-    }
-
-    /// The BM25 bag-of-words query: one SHOULD term clause per query token and lexical field,
-    /// tokenised like the field (no query syntax, so any text is a valid query).
-    pub fn lexical_query(&self, text: &str) -> Result<Box<dyn Query>> {
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for field in &self.lexical_fields {
-            let mut tokenizer = self.index.tokenizer_for_field(*field)?;
-            let mut stream = tokenizer.token_stream(text);
-            while stream.advance() {
-                let term = Term::from_field_text(*field, &stream.token().text);
-                clauses.push((
-                    Occur::Should,
-                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-                ));
-            }
-        }
-        Ok(Box::new(BooleanQuery::new(clauses)))
-    }
-
-    /// Embeds queries with the query encoder.
-    pub fn embed_queries(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let embedder = self
-            .embedder
-            .as_mut()
-            .context("no query encoder loaded (bm25 mode)")?;
-        let matrix = match embedder {
-            QueryEncoder::Live(live) => live.get()?.encode_queries(texts)?,
-            QueryEncoder::Pinned(embedder) => embedder.embed_queries(texts)?,
-        };
-        Ok(matrix.rows().into_iter().map(|r| r.to_vec()).collect())
-    }
-
-    fn fusion(&self) -> Box<dyn Fusion> {
-        match self.args.fusion {
-            FusionKind::Rrf => Box::new(Rrf { k: self.args.rrf_k }),
-            FusionKind::Linear => Box::new(LinearFusion {
-                alpha: self.args.alpha,
-                normalization: match self.args.normalization {
-                    NormKind::Minmax => Normalization::MinMax,
-                    NormKind::Zscore => Normalization::ZScore,
-                },
-            }),
-            FusionKind::Cascade => Box::new(Cascade),
-        }
-    }
-
-    /// The top `k` for a query whose embedding (dense and hybrid modes) is `vector`.
-    pub fn retrieve(
-        &self,
-        searcher: &Searcher,
-        text: &str,
-        vector: Option<&[f32]>,
-        k: usize,
-    ) -> Result<Vec<(Score, DocAddress)>> {
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let ann = AnnParams {
-            nprobe: self.args.nprobe,
-            ef_search: self.args.ef_search,
-        };
-        match (self.args.mode, &self.dense, vector) {
-            (Mode::Bm25, _, _) => Ok(searcher.search(
-                &*self.lexical_query(text)?,
-                &TopDocs::with_limit(k).order_by_score(),
-            )?),
-            (Mode::Dense, Some(dense), Some(vector)) => Ok(HybridSearcher::new(searcher, dense)
-                .with_ann_params(ann)
-                .dense(vector, None, k)?),
-            (Mode::Hybrid, Some(dense), Some(vector)) => {
-                let hybrid = HybridSearcher::new(searcher, dense)
-                    .with_depth(self.args.depth)
-                    .with_ann_params(ann);
-                Ok(hybrid.search(
-                    &*self.lexical_query(text)?,
-                    vector,
-                    None,
-                    &*self.fusion(),
-                    k,
-                )?)
-            }
-            _ => bail!("dense and hybrid modes need a query embedding"),
-        }
-    }
-
-    /// The document id (`_id` of the corpus) at `address`.
-    pub fn doc_id(&self, searcher: &Searcher, address: DocAddress) -> Result<String> {
-        let column = searcher
-            .segment_reader(address.segment_ord)
-            .fast_fields()
-            .str(&self.config.id_field)?
-            .context("the id field is not a fast field")?;
-        let mut out = String::new();
-        if let Some(ord) = column.term_ords(address.doc_id).next() {
-            column.ord_to_str(ord, &mut out)?;
-        }
-        Ok(out)
-    }
-
-    /// The stored title of a document.
-    fn title(&self, searcher: &Searcher, address: DocAddress) -> Result<String> {
-        let doc: TantivyDocument = searcher.doc(address)?;
-        let title = self.index.schema().get_field(crate::index::TITLE_FIELD)?;
-        Ok(doc
-            .get_first(title)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string())
+    /// [`RetrievalArgs::open`]: the [`LtreIndex`] of `args`.
+    pub fn open(args: &RetrievalArgs) -> Result<LtreIndex> {
+        args.open()
     }
 }
 
 /// Runs `ltre-cli search`.
 pub fn run(args: Args) -> Result<()> {
-    let mut retriever = Retriever::open(&args.retrieval)?;
-    let vector = match args.retrieval.mode {
-        Mode::Bm25 => None,
-        _ => retriever.embed_queries(&[args.query.as_str()])?.pop(),
+    let options = args.retrieval.search_options(args.k)?;
+    let index = args.retrieval.open()?;
+    let searcher = index.searcher();
+    let vector = match options.mode {
+        RetrievalMode::Bm25 => None,
+        _ => index.embed_queries(&[args.query.as_str()])?.pop(),
     };
-    let searcher = retriever.searcher();
-    let hits = retriever.retrieve(&searcher, &args.query, vector.as_deref(), args.k)?;
+    let hits = index.search_with(&searcher, &args.query, vector.as_deref(), &options)?;
     let mut rows = Vec::with_capacity(hits.len());
-    for (rank, (score, address)) in hits.iter().enumerate() {
-        rows.push((
-            rank + 1,
-            *score,
-            retriever.doc_id(&searcher, *address)?,
-            retriever.title(&searcher, *address)?,
-        ));
+    for (rank, hit) in hits.into_iter().enumerate() {
+        let title = index.title(&searcher, hit.address)?;
+        rows.push((rank + 1, hit.score, hit.id, title));
     }
     if args.json {
         let json: Vec<serde_json::Value> = rows

@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ltre_core::export::{export_checkpoint, ExportOptions};
-use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre_core::testing::export_tiny_model;
 use tantivy_ltre::encoders::{EncoderRecord, EncoderStore};
 
 const CORPUS: &[(&str, &str, &str)] = &[
@@ -40,24 +39,7 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn export_tiny(root: &Path, seed: u64) -> PathBuf {
-    let ckpt = root.join(format!("ckpt-{seed}"));
-    write_tiny_bert(
-        &ckpt,
-        &TinyBertSpec {
-            seed,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let out = root.join(format!("model-{seed}"));
-    let opts = ExportOptions {
-        normalize: Some(true),
-        query_max_length: Some(16),
-        document_max_length: Some(32),
-        ..Default::default()
-    };
-    export_checkpoint(&ckpt, &out, &opts).unwrap();
-    out
+    export_tiny_model(root, seed, false).unwrap()
 }
 
 fn write_corpus(path: &Path) {
@@ -205,4 +187,57 @@ fn malformed_corpus_line_is_reported_with_its_number() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(stderr.contains("corpus.jsonl"), "{stderr}");
+}
+
+/// `index --from-index`: an application's Tantivy index (its own schema) gains the dense field
+/// in a new directory; the old one is left alone and the new one is searchable.
+#[test]
+fn from_index_adds_the_dense_field() {
+    use tantivy::schema::{Schema, FAST, STORED, STRING, TEXT};
+    use tantivy::{doc, Index, IndexWriter};
+    let root = tempfile::tempdir().unwrap();
+    let model = export_tiny(root.path(), 3);
+    let old = root.path().join("app");
+    std::fs::create_dir_all(&old).unwrap();
+    let mut builder = Schema::builder();
+    let key = builder.add_text_field("key", STRING | STORED | FAST);
+    let body = builder.add_text_field("body", TEXT | STORED);
+    let index = Index::create_in_dir(&old, builder.build()).unwrap();
+    let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+    for (id, _, text) in CORPUS {
+        writer
+            .add_document(doc!(key => *id, body => *text))
+            .unwrap();
+    }
+    writer.commit().unwrap();
+    drop(writer);
+    let new = root.path().join("app-dense");
+    let new_str = new.to_str().unwrap();
+    let base = [
+        "index",
+        "--from-index",
+        old.to_str().unwrap(),
+        "--text-fields",
+        "body",
+        "--model",
+        model.to_str().unwrap(),
+        "--index",
+        new_str,
+        "--threads",
+        "1",
+    ];
+    // No `id` field: the id field must be named.
+    let out = cli(&base);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--id-field"));
+    assert!(!new.join("meta.json").exists());
+    let mut args = base.to_vec();
+    args.extend(["--id-field", "key"]);
+    ok(&args);
+    let bm25 = search(new_str, "bm25", &[]);
+    let mut top2: Vec<&str> = bm25[..2].iter().map(|(id, _)| id.as_str()).collect();
+    top2.sort();
+    assert_eq!(top2, ["d1", "d4"]);
+    assert_eq!(search(new_str, "dense", &[]).len(), 3);
+    assert_eq!(search(new_str, "hybrid", &[]).len(), 3);
 }

@@ -13,11 +13,21 @@
 //! - [`lexical`]: the BM25 bag-of-words query from free text and the external id of a hit.
 //! - [`writer`]: [`DenseIndexWriter`] (validates vectors, keeps the good documents of a batch),
 //!   [`EmbeddingWriter`] (embeds text with a [`TextEmbedder`] in batches).
-//! - [`encoders`]: the ltre index directory layout (`ltre.json`, `encoders/<id>`, `ACTIVE`),
-//!   versioned query encoders with activation and rollback, document-vector checksums.
+//! - [`encoders`]: the ltre index directory in one import: its layout and `ltre.json`
+//!   ([`layout`]), versioned query encoders with activation and rollback ([`registry`]) and
+//!   document-vector checksums ([`checksum`]).
 //! - `live` (feature `encoder`): `LiveEncoder`, the active query encoder, reloaded when
 //!   an activation or rollback changes it.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
+//!
+//! Whole ltre indexes, as library calls (the `ltre-cli` commands are thin clients of these):
+//!
+//! - [`index`]: [`LtreIndex`] opens an ltre index directory (config, dense plugin, BM25 and id
+//!   fields, the query encoder followed live or pinned); [`search`]: [`LtreIndex::search`] runs
+//!   BM25, dense or hybrid retrieval from [`SearchOptions`].
+//! - [`eval`]: judged queries through an [`LtreIndex`], scored (nDCG@10, MRR@10, Recall@100).
+//! - [`corpus`]: indexes a BEIR corpus (resumable), installing the base encoder.
+//! - [`migrate`]: an existing Tantivy index gains the dense field (a new, verified copy).
 //!
 //! # Adding a dense field to an application's index
 //!
@@ -34,7 +44,8 @@
 //! Tantivy fixes an index's schema and plugin set when it is created, so an existing, non-empty
 //! index cannot gain the dense field in place (`TantivyError::UnexpectedPlugin`): create a new
 //! index with the extended schema and re-add the documents (from your source of truth, or from
-//! the stored fields of the old index) with their vectors.
+//! the stored fields of the old index with [`migrate::add_dense_field_to_index`]) with their
+//! vectors.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -75,16 +86,24 @@
 //! # }
 //! ```
 pub mod ann;
+pub mod checksum;
+pub mod corpus;
 pub mod embedder;
 pub mod encoders;
 pub mod error;
+pub mod eval;
 pub mod field;
 pub mod fusion;
+pub mod index;
+pub mod layout;
 pub mod lexical;
 #[cfg(feature = "encoder")]
 pub mod live;
+pub mod migrate;
 pub mod query;
+pub mod registry;
 pub mod scan;
+pub mod search;
 pub mod writer;
 
 pub use ann::{AnnOptions, AnnParams};
@@ -92,5 +111,7 @@ pub use embedder::{load_embedder, EmbedderOptions};
 pub use error::{Error, Result, VectorError};
 pub use field::{add_dense_field, DenseField, DenseFieldOptions, SegmentVectors, DENSE_TYPE_NAME};
 pub use fusion::{Cascade, Fusion, HybridSearcher, LinearFusion, Normalization, Rrf};
+pub use index::{EncoderChoice, LtreIndex, OpenOptions};
 pub use query::{DenseQuery, SearchMode};
+pub use search::{FusionMethod, Hit, RetrievalMode, SearchOptions};
 pub use writer::{BatchReport, DenseIndexWriter, EmbeddingWriter, TextEmbedder};

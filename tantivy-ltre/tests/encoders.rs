@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ltre_core::encoder::{Device, EncoderOptions};
-use ltre_core::export::{export_checkpoint, ExportOptions};
-use ltre_core::testing::{write_tiny_bert, TinyBertSpec};
+use ltre_core::testing::export_tiny_model;
 use ltre_core::Encoder;
 use ndarray::Array2;
 use tantivy::schema::{Schema, FAST, STORED, STRING};
@@ -21,24 +20,7 @@ use tantivy_ltre::{add_dense_field, DenseField, DenseFieldOptions};
 const QUERY: &str = "what does the fox eat";
 
 fn export_tiny(root: &Path, seed: u64) -> PathBuf {
-    let ckpt = root.join(format!("ckpt-{seed}"));
-    write_tiny_bert(
-        &ckpt,
-        &TinyBertSpec {
-            seed,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let out = root.join(format!("onnx-{seed}"));
-    let opts = ExportOptions {
-        normalize: Some(true),
-        query_max_length: Some(16),
-        document_max_length: Some(16),
-        ..Default::default()
-    };
-    export_checkpoint(&ckpt, &out, &opts).unwrap();
-    out
+    export_tiny_model(root, seed, false).unwrap()
 }
 
 fn options() -> EncoderOptions {
