@@ -16,8 +16,10 @@
 //! - `Weight::for_each_pruning` (what `TopDocs` ordered by score calls) and `Weight::for_each`
 //!   scan directly, with no scorer in between.
 //! - `Weight::count` scores nothing: `min(k, alive documents with a vector [matching the
-//!   filter])`, from the presence bitmap (or by walking the filter). On a segment searched
-//!   through its approximate index, which may return fewer than k, it runs the search.
+//!   filter])`, from the presence bitmap (or by walking the filter).
+//! - A segment with an approximate index (and no filter) is searched when the scorer is built:
+//!   that search is cheap next to a scan, and fails there on bad parameters, as an error rather
+//!   than a scorer that cannot report one. Its `count` is the number of hits it returned.
 //! - `Weight::explain` scores the one document, then counts the candidates ranked before it,
 //!   stopping once k are found: a document far from the top k is refused early, but confirming
 //!   one inside it costs a full pass of the kernel (no heap).
@@ -233,7 +235,9 @@ impl DenseWeight {
             (Some(filter), _) => Source::Filter(filter.scorer(reader, 1.0)?),
             (None, SearchMode::Auto(params)) => {
                 match self.dense.ann_cache().get(reader).map_err(to_tantivy)? {
-                    Some(ann) => Source::Ann(ann, params, reader.num_deleted_docs()),
+                    // Cheap next to a scan, and where bad parameters fail: done now, so
+                    // that the error reaches the caller instead of a scorer that cannot fail.
+                    Some(ann) => Source::Hits(self.ann_hits(&ann, &params, reader, &vectors)?),
                     None => Source::Scan,
                 }
             }
@@ -246,6 +250,28 @@ impl DenseWeight {
             alive: reader.alive_bitset().cloned(),
             source,
         })
+    }
+
+    /// The top k according to the segment's approximate index, best first.
+    fn ann_hits(
+        &self,
+        ann: &AnnSegment,
+        params: &AnnParams,
+        reader: &SegmentReader,
+        vectors: &SegmentVectors,
+    ) -> tantivy::Result<Vec<(Score, DocId)>> {
+        // Deleted documents are still in the index: fetch enough to drop them.
+        let fetch = self.k.saturating_add(reader.num_deleted_docs() as usize);
+        let hits = ann
+            .search(&self.vector, fetch, params)
+            .map_err(to_tantivy)?;
+        let alive = reader.alive_bitset();
+        Ok(hits
+            .into_iter()
+            .filter(|(_, doc)| vectors.has_vector(*doc) && alive.is_none_or(|a| a.is_alive(*doc)))
+            .map(|(score, doc)| (finite(score), doc))
+            .take(self.k)
+            .collect())
     }
 
     /// The segment's hits in doc-id order (for the callbacks of `for_each*`).
@@ -339,8 +365,8 @@ enum Source {
     Scan,
     /// The documents of the filter (exact).
     Filter(Box<dyn Scorer>),
-    /// The segment's approximate index (and the number of deleted documents to over-fetch).
-    Ann(Arc<AnnSegment>, AnnParams, u32),
+    /// Already found, by the segment's approximate index.
+    Hits(Vec<(Score, DocId)>),
 }
 
 /// Where a document stands in its segment's dense ranking.
@@ -373,12 +399,13 @@ impl SegmentSearch {
         let bound = self.k.min(self.vectors.num_present() as usize);
         match &self.source {
             Source::Filter(scorer) => bound.min(scorer.size_hint() as usize) as u32,
-            _ => bound as u32,
+            Source::Hits(hits) => hits.len() as u32,
+            Source::Scan => bound as u32,
         }
     }
 
     /// The number of hits [`SegmentSearch::run`] returns; scores nothing unless the segment is
-    /// searched through its approximate index.
+    /// searched through its approximate index (then it was searched by `prepare`).
     pub(crate) fn count(self) -> u32 {
         let k = self.k.min(u32::MAX as usize) as u32;
         match self.source {
@@ -406,7 +433,7 @@ impl SegmentSearch {
                 }
                 n
             }
-            Source::Ann(..) => self.run().len() as u32,
+            Source::Hits(hits) => hits.len() as u32,
         }
     }
 
@@ -435,22 +462,7 @@ impl SegmentSearch {
                 }
                 top.into_sorted_vec()
             }
-            Source::Ann(ref ann, ref params, deleted) => {
-                // Deleted documents are still in the index: fetch enough to drop them.
-                match ann.search(&self.vector, self.k + deleted as usize, params) {
-                    Ok(hits) => hits
-                        .into_iter()
-                        .filter(|(_, doc)| self.candidate(*doc))
-                        .map(|(score, doc)| (finite(score), doc))
-                        .take(self.k)
-                        .collect(),
-                    Err(e) => {
-                        // Scorers cannot fail: the exact scan still answers.
-                        tracing::warn!("approximate search failed, scanning exactly: {e}");
-                        self.scan()
-                    }
-                }
-            }
+            Source::Hits(hits) => hits,
         }
     }
 
@@ -488,8 +500,8 @@ impl SegmentSearch {
                     d = candidates.advance();
                 }
             }
-            Source::Ann(..) => {
-                return if self.run().iter().any(|(_, d)| *d == doc) {
+            Source::Hits(hits) => {
+                return if hits.iter().any(|(_, d)| *d == doc) {
                     Rank::Approximate
                 } else {
                     Rank::Outside
