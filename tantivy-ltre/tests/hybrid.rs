@@ -6,11 +6,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::indexer::NoMergePolicy;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{DocAddress, Index, IndexWriter, Score, Searcher, TantivyDocument, Term};
+use tantivy::{DocAddress, Executor, Index, IndexWriter, Score, Searcher, TantivyDocument, Term};
 use tantivy_ltre::fusion::DenseInput;
 use tantivy_ltre::{
     add_dense_field, Cascade, DenseField, DenseFieldOptions, DenseIndexWriter, DenseQuery, Fusion,
@@ -409,15 +409,19 @@ fn hybrid_searcher_equals_the_separate_legs_fused() {
     }
 }
 
+fn collector_again(f: &Fixture, query: &[f32]) -> HybridCollector<Rrf> {
+    HybridCollector::new(&f.dense, query, Rrf::default(), 15)
+        .unwrap()
+        .with_depth(40)
+        .with_filter(filter(f))
+}
+
 #[test]
 fn count_and_collector_in_a_tuple() {
     let f = fixture();
     let searcher = f.index.reader().unwrap().searcher();
     let query = f.vectors[&11].clone().unwrap();
-    let collector = HybridCollector::new(&f.dense, &query, Rrf::default(), 15)
-        .unwrap()
-        .with_depth(40)
-        .with_filter(filter(&f));
+    let collector = collector_again(&f, &query);
     let lexical = collector.filtered_lexical(&*lexical_query(&f));
     let alone = searcher.search(&*lexical, &collector).unwrap();
     let (count, hits) = searcher.search(&*lexical, &(Count, collector)).unwrap();
