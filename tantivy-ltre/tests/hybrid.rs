@@ -10,7 +10,9 @@ use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{DocAddress, Executor, Index, IndexWriter, Score, Searcher, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocSet, Executor, Index, IndexWriter, Score, Searcher, TantivyDocument, Term,
+};
 use tantivy_ltre::fusion::DenseInput;
 use tantivy_ltre::{
     add_dense_field, Cascade, DenseField, DenseFieldOptions, DenseIndexWriter, DenseQuery, Fusion,
@@ -441,6 +443,17 @@ fn count_and_collector_in_a_tuple() {
             .map(|h| (h.lexical.map(|l| l.rank), h.dense.map(|d| d.rank)))
             .collect::<Vec<_>>()
     );
+    // Segments collected on several threads, merged in segment order: the same fruit.
+    let executor = Executor::multi_thread(3, "hybrid-test").unwrap();
+    let threaded = searcher
+        .search_with_executor(
+            &*lexical,
+            &(Count, collector_again(&f, &query)),
+            &executor,
+            EnableScoring::enabled_from_searcher(&searcher),
+        )
+        .unwrap();
+    assert_eq!(threaded, (count, hits));
 }
 
 #[test]
@@ -547,6 +560,24 @@ fn dense_query_counts_and_explains_without_a_hit_list() {
             .sum();
         assert_eq!(fq.count(&searcher).unwrap(), expected, "filtered, k {k}");
     }
+    // The scorer scans on first use: before, its size hint is the bound `min(k, vectors in the
+    // segment)` (deleted ones included); after, the hits' number.
+    let q = DenseQuery::new(&f.dense, query.clone(), 1000).unwrap();
+    let weight = q
+        .weight(EnableScoring::disabled_from_searcher(&searcher))
+        .unwrap();
+    let reader = searcher.segment_reader(0);
+    let mut scorer = weight.scorer(reader, 2.0).unwrap();
+    let present = f.dense.segment_vectors(reader).unwrap().num_present();
+    assert_eq!(scorer.size_hint(), present);
+    let first = scorer.doc();
+    assert!(
+        scorer.size_hint() < present,
+        "deleted documents are not hits"
+    );
+    assert_eq!(scorer.size_hint(), weight.count(reader).unwrap());
+    let explained = weight.explain(reader, first).unwrap().value();
+    assert!((scorer.score() - 2.0 * explained).abs() < 1e-5, "boosted");
     // Outside the top k, deleted, or without a vector: explain refuses.
     let q = DenseQuery::new(&f.dense, query.clone(), 2).unwrap();
     let far = *alive_with_vector.last().unwrap();
