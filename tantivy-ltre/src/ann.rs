@@ -11,6 +11,9 @@
 //! index    the rest: a serialized Faiss index (`faiss::write_index`)
 //! ```
 //!
+//! The header follows the conventions of the vector component ([`crate::field::format`]): magic,
+//! little-endian u32 words, data-corruption errors.
+//!
 //! Faiss reads indexes from files only, so a segment's index is loaded once through a temporary
 //! file and cached by segment id in its [`DenseField`](crate::DenseField).
 use std::collections::HashMap;
@@ -26,6 +29,7 @@ use tantivy::index::{SegmentComponent, SegmentId};
 use tantivy::{DocId, Segment, SegmentReader, TantivyError};
 
 use crate::error::{Error, Result};
+use crate::field::format::{corrupt, read_u32};
 
 /// Extension of the per-segment approximate-index component.
 pub const ANN_EXTENSION: &str = "ltreann";
@@ -124,18 +128,15 @@ impl AnnSegment {
             .map_err(TantivyError::from)?;
         let data = bytes.as_slice();
         let bad = |m: &str| {
-            Error::Tantivy(TantivyError::DataCorruption(
-                tantivy::error::DataCorruption::comment_only(format!(
-                    "{ANN_EXTENSION} component of segment {}: {m}",
-                    reader.segment_id().short_uuid_string()
-                )),
-            ))
+            Error::Tantivy(corrupt(format!(
+                "{ANN_EXTENSION} component of segment {}: {m}",
+                reader.segment_id().short_uuid_string()
+            )))
         };
         if data.len() < HEADER_LEN || &data[..8] != MAGIC {
             return Err(bad("bad header"));
         }
-        let word =
-            |at: usize| u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+        let word = |at: usize| read_u32(data, at);
         if word(8) != FORMAT_VERSION {
             return Err(bad("unknown format version"));
         }

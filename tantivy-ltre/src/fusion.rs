@@ -2,8 +2,9 @@
 //!
 //! A [`Fusion`] merges two ranked lists of `(score, DocAddress)`: [`Rrf`] (reciprocal-rank
 //! fusion), [`LinearFusion`] (normalised scores mixed with a weight) and [`Cascade`] (the
-//! lexical candidates re-ranked by their dense score). [`HybridSearcher`] runs both sides with
-//! the same filter and hands the lists to a fusion.
+//! lexical candidates re-ranked by their dense score). [`HybridCollector`](crate::HybridCollector)
+//! fuses the legs of one search; [`HybridSearcher`] is a convenience wrapper around it that runs
+//! both sides with the same filter.
 //!
 //! ```
 //! use tantivy::DocAddress;
@@ -16,10 +17,11 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query};
+use tantivy::query::Query;
 use tantivy::{DocAddress, Score, Searcher};
 
 use crate::ann::AnnParams;
+use crate::collector::{filtered, HybridCollector};
 use crate::error::Result;
 use crate::field::{validate_vector, DenseField};
 use crate::query::DenseQuery;
@@ -50,8 +52,41 @@ pub trait Fusion: Send + Sync {
     }
 }
 
+impl<F: Fusion + ?Sized> Fusion for &F {
+    fn fuse(
+        &self,
+        lexical: &[(Score, DocAddress)],
+        dense: &[(Score, DocAddress)],
+        k: usize,
+    ) -> Vec<(Score, DocAddress)> {
+        (**self).fuse(lexical, dense, k)
+    }
+
+    fn dense_input(&self) -> DenseInput {
+        (**self).dense_input()
+    }
+}
+
+impl<F: Fusion + ?Sized> Fusion for Box<F> {
+    fn fuse(
+        &self,
+        lexical: &[(Score, DocAddress)],
+        dense: &[(Score, DocAddress)],
+        k: usize,
+    ) -> Vec<(Score, DocAddress)> {
+        (**self).fuse(lexical, dense, k)
+    }
+
+    fn dense_input(&self) -> DenseInput {
+        (**self).dense_input()
+    }
+}
+
 /// Best first; equal scores by ascending address, so results are deterministic.
-fn sort_and_truncate(mut scored: Vec<(Score, DocAddress)>, k: usize) -> Vec<(Score, DocAddress)> {
+pub(crate) fn sort_and_truncate(
+    mut scored: Vec<(Score, DocAddress)>,
+    k: usize,
+) -> Vec<(Score, DocAddress)> {
     scored.sort_by(|a, b| {
         b.0.partial_cmp(&a.0)
             .unwrap_or(Ordering::Equal)
@@ -239,9 +274,9 @@ impl Fusion for Cascade {
     }
 }
 
-/// Runs a lexical query and a dense query with the same filter and fuses them.
-///
-/// See the crate docs for a complete example.
+/// Runs a lexical query and a dense query with the same filter and fuses them: a thin wrapper
+/// around [`HybridCollector`] (use the collector to combine hybrid search with other
+/// collectors, e.g. `(Count, collector)`).
 pub struct HybridSearcher<'a> {
     searcher: &'a Searcher,
     dense: DenseField,
@@ -282,16 +317,7 @@ impl<'a> HybridSearcher<'a> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let query: Box<dyn Query> = match filter {
-            Some(filter) => Box::new(BooleanQuery::new(vec![
-                (Occur::Must, query.box_clone()),
-                (
-                    Occur::Must,
-                    Box::new(ConstScoreQuery::new(filter.box_clone(), 0.0)),
-                ),
-            ])),
-            None => query.box_clone(),
-        };
+        let query = filtered(query, filter);
         Ok(self
             .searcher
             .search(&*query, &TopDocs::with_limit(n).order_by_score())?)
@@ -351,13 +377,18 @@ impl<'a> HybridSearcher<'a> {
         fusion: &dyn Fusion,
         k: usize,
     ) -> Result<Vec<(Score, DocAddress)>> {
-        let depth = self.depth.max(k);
-        let lexical_hits = self.lexical(lexical, filter, depth)?;
-        let dense_hits = match fusion.dense_input() {
-            DenseInput::TopN => self.dense(vector, filter, depth)?,
-            DenseInput::LexicalCandidates => self.dense_scores(vector, &lexical_hits)?,
-        };
-        Ok(fusion.fuse(&lexical_hits, &dense_hits, k))
+        let mut collector = HybridCollector::new(&self.dense, vector, fusion, k)?
+            .with_depth(self.depth)
+            .with_ann_params(self.ann);
+        if let Some(filter) = filter {
+            collector = collector.with_filter(filter.box_clone());
+        }
+        let query = collector.filtered_lexical(lexical);
+        let hits = self.searcher.search(&*query, &collector)?;
+        Ok(hits
+            .into_iter()
+            .map(|hit| (hit.score, hit.address))
+            .collect())
     }
 }
 

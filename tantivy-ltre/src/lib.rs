@@ -2,14 +2,20 @@
 //!
 //! Dense retrieval inside Tantivy: a vector field stored in each segment (through Tantivy 0.27's
 //! segment plugin API), a [`DenseQuery`] that composes with Tantivy queries, and hybrid
-//! lexical + dense search ([`HybridSearcher`] with [`Rrf`], [`LinearFusion`] or [`Cascade`]).
+//! lexical + dense search as a Tantivy collector ([`HybridCollector`] with [`Rrf`],
+//! [`LinearFusion`] or [`Cascade`]).
 //!
-//! - [`field`]: [`DenseField`], its schema declaration ([`add_dense_field`]) and the segment
-//!   plugin. Vectors live next to the postings, follow merges and deletes, are removed with
-//!   their segment and are read zero-copy from memory-mapped segment files.
+//! - [`field`]: [`DenseField`], its schema declaration ([`add_dense_field`]), the on-disk
+//!   format ([`field::format`]) and the segment plugin. Vectors live next to the postings,
+//!   follow merges and deletes, are removed with their segment and are read zero-copy from
+//!   memory-mapped segment files.
 //! - [`ann`]: optional per-segment Faiss index (HNSW, IVF, IVF-PQ) for large segments.
 //! - [`query`]: [`DenseQuery`], exact top-k by inner product (or approximate with [`ann`]).
-//! - [`fusion`]: the [`Fusion`] trait and the hybrid searcher.
+//! - [`scan`]: the exact-scan kernel (blocked inner products into a bounded heap).
+//! - [`collector`]: [`HybridCollector`], one search fusing the lexical query's BM25 with the
+//!   dense query; its fruit is a list of [`HybridHit`]s.
+//! - [`fusion`]: the [`Fusion`] trait, its implementations and [`HybridSearcher`], a wrapper
+//!   around the collector.
 //! - [`lexical`]: the BM25 bag-of-words query from free text and the external id of a hit.
 //! - [`writer`]: [`DenseIndexWriter`] (validates vectors, keeps the good documents of a batch),
 //!   [`EmbeddingWriter`] (embeds text with a [`TextEmbedder`] in batches).
@@ -38,8 +44,8 @@
 //!    reader (Tantivy does not persist plugins, and refuses to write without them).
 //! 3. Add documents through [`DenseIndexWriter`] (or [`DenseField::set_vector`] + the plain
 //!    `IndexWriter`).
-//! 4. Query with [`DenseQuery`], alone, with a filter, inside a `BooleanQuery`, or through
-//!    [`HybridSearcher`].
+//! 4. Query with [`DenseQuery`], alone, with a filter, inside a `BooleanQuery`, or fuse it with
+//!    a lexical query through [`HybridCollector`] (or [`HybridSearcher`]).
 //!
 //! Tantivy fixes an index's schema and plugin set when it is created, so an existing, non-empty
 //! index cannot gain the dense field in place (`TantivyError::UnexpectedPlugin`): create a new
@@ -49,15 +55,17 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tantivy::collector::Count;
 //! use tantivy::query::TermQuery;
-//! use tantivy::schema::{IndexRecordOption, Schema, Value, STORED, TEXT};
+//! use tantivy::schema::{IndexRecordOption, Schema, Value, STORED, STRING, TEXT};
 //! use tantivy::{Index, TantivyDocument, Term};
 //! use tantivy_ltre::{add_dense_field, DenseField, DenseFieldOptions, DenseIndexWriter};
-//! use tantivy_ltre::{HybridSearcher, Rrf};
+//! use tantivy_ltre::{HybridCollector, Rrf};
 //!
 //! // 1-2. Schema with a 3-d dense field, index created with the plugin.
 //! let mut builder = Schema::builder();
 //! let body = builder.add_text_field("body", TEXT | STORED);
+//! let lang = builder.add_text_field("lang", STRING);
 //! add_dense_field(&mut builder, "embedding", &DenseFieldOptions::new(3));
 //! let schema = builder.build();
 //! let dense = DenseField::from_schema(&schema)?;
@@ -65,28 +73,40 @@
 //!
 //! // 3. Documents with their vectors (an embedder would compute them from the text).
 //! let mut writer = DenseIndexWriter::new(index.writer_with_num_threads(1, 15_000_000)?, dense.clone());
-//! for (text, vector) in [
-//!     ("rust search engine", [1.0, 0.0, 0.0]),
-//!     ("vector search in rust", [0.8, 0.6, 0.0]),
-//!     ("cooking pasta", [0.0, 0.0, 1.0]),
+//! for (text, l, vector) in [
+//!     ("rust search engine", "en", [1.0, 0.0, 0.0]),
+//!     ("vector search in rust", "en", [0.8, 0.6, 0.0]),
+//!     ("recherche vectorielle en rust", "fr", [0.8, 0.6, 0.0]),
+//!     ("cooking pasta", "en", [0.0, 0.0, 1.0]),
 //! ] {
 //!     let mut doc = TantivyDocument::new();
 //!     doc.add_text(body, text);
+//!     doc.add_text(lang, l);
 //!     writer.add_document(doc, Some(&vector))?;
 //! }
 //! writer.commit()?;
 //!
-//! // 4. Hybrid search: BM25 on "vector" fused with the dense query by reciprocal ranks.
+//! // 4. Hybrid search among English documents: BM25 on "vector" (the query searched) fused by
+//! //    reciprocal ranks with the dense query held by the collector, the same filter on both.
 //! let searcher = index.reader()?.searcher();
-//! let lexical = TermQuery::new(Term::from_field_text(body, "vector"), IndexRecordOption::WithFreqs);
-//! let hits = HybridSearcher::new(&searcher, &dense).search(&lexical, &[0.7, 0.7, 0.0], None, &Rrf::default(), 2)?;
-//! let top: TantivyDocument = searcher.doc(hits[0].1)?;
+//! let english = TermQuery::new(Term::from_field_text(lang, "en"), IndexRecordOption::Basic);
+//! let vector = TermQuery::new(Term::from_field_text(body, "vector"), IndexRecordOption::WithFreqs);
+//! let collector = HybridCollector::new(&dense, &[0.7, 0.7, 0.0], Rrf::default(), 2)?
+//!     .with_filter(Box::new(english));
+//! let lexical = collector.filtered_lexical(&vector);
+//! let (matches, hits) = searcher.search(&*lexical, &(Count, collector))?;
+//! assert_eq!(matches, 1); // English documents with "vector"
+//! let top: TantivyDocument = searcher.doc(hits[0].address)?;
 //! assert_eq!(top.get_first(body).and_then(|v| v.as_str()), Some("vector search in rust"));
+//! assert_eq!(hits[0].lexical.map(|leg| leg.rank), Some(1)); // first on both legs
+//! assert_eq!(hits[0].dense.map(|leg| leg.rank), Some(1));
+//! assert!(hits[1].lexical.is_none()); // "rust search engine": dense only
 //! # Ok(())
 //! # }
 //! ```
 pub mod ann;
 pub mod checksum;
+pub mod collector;
 pub mod corpus;
 pub mod embedder;
 pub mod encoders;
@@ -107,6 +127,7 @@ pub mod search;
 pub mod writer;
 
 pub use ann::{AnnOptions, AnnParams};
+pub use collector::{HybridCollector, HybridHit, LegHit};
 pub use embedder::{load_embedder, EmbedderOptions};
 pub use error::{Error, Result, VectorError};
 pub use field::{add_dense_field, DenseField, DenseFieldOptions, SegmentVectors, DENSE_TYPE_NAME};

@@ -41,8 +41,26 @@ pub fn dot_rows(query: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
     }
 }
 
+/// A score that is safe to rank: NaN (from `inf - inf` after an overflow) becomes the lowest
+/// finite score, infinities saturate to the finite range, and `-0.0` becomes `0.0` (so that
+/// `total_cmp` and `partial_cmp` agree).
+#[inline]
+pub fn finite(score: f32) -> f32 {
+    if score.is_nan() {
+        f32::MIN
+    } else {
+        score.clamp(f32::MIN, f32::MAX) + 0.0
+    }
+}
+
+/// Rows scored per kernel call: the block of scores stays in L1 between the kernel and the heap.
+const BLOCK: usize = 256;
+
 /// The `k` best rows of `rows` by inner product with `query`, best first, as `(score, row)`;
 /// rows for which `keep` is false are skipped (deleted documents, documents without a vector).
+///
+/// Scores go through [`finite`]. `keep` is only asked about rows that would enter the top k, so
+/// it costs nothing for most rows of a long scan.
 pub fn top_k_rows(
     query: &[f32],
     rows: &[f32],
@@ -50,29 +68,43 @@ pub fn top_k_rows(
     k: usize,
     mut keep: impl FnMut(DocId) -> bool,
 ) -> Vec<(f32, DocId)> {
-    // Scores a block at a time: the block stays in L1 between the kernel and the heap.
-    const BLOCK: usize = 256;
     let mut top = TopK::new(k);
+    if k == 0 {
+        return Vec::new();
+    }
+    for_each_block(query, rows, dim, |start, scores| {
+        for (i, score) in scores.iter().enumerate() {
+            let doc = start + i as DocId;
+            if top.accepts(*score) && keep(doc) {
+                top.push(*score, doc);
+            }
+        }
+        true
+    });
+    top.into_sorted_vec()
+}
+
+/// Scores `rows` a block at a time, calling `on_block(first_row, scores)` (scores already
+/// [`finite`]) until it returns false.
+pub fn for_each_block(
+    query: &[f32],
+    rows: &[f32],
+    dim: usize,
+    mut on_block: impl FnMut(DocId, &[f32]) -> bool,
+) {
     let mut scores = [0f32; BLOCK];
     let n = rows.len().checked_div(dim).unwrap_or(0);
     let mut start = 0;
     while start < n {
         let len = BLOCK.min(n - start);
-        dot_rows(
-            query,
-            &rows[start * dim..(start + len) * dim],
-            dim,
-            &mut scores[..len],
-        );
-        for (i, score) in scores[..len].iter().enumerate() {
-            let doc = (start + i) as DocId;
-            if keep(doc) {
-                top.push(*score, doc);
-            }
+        let block = &mut scores[..len];
+        dot_rows(query, &rows[start * dim..(start + len) * dim], dim, block);
+        block.iter_mut().for_each(|s| *s = finite(*s));
+        if !on_block(start as DocId, block) {
+            return;
         }
         start += len;
     }
-    top.into_sorted_vec()
 }
 
 /// Inner product over fixed-size chunks, for any target.
@@ -241,6 +273,29 @@ impl TopK {
         }
     }
 
+    /// Whether a candidate with this score could enter the top k now.
+    #[inline]
+    pub fn accepts(&self, score: f32) -> bool {
+        self.k > 0 && score >= self.threshold
+    }
+
+    /// The score a candidate must beat once k are kept (`f32::MIN` before): what Tantivy's
+    /// `for_each_pruning` callbacks return.
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        self.threshold.max(f32::MIN)
+    }
+
+    /// The number of kept entries.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Offers a candidate.
     #[inline]
     pub fn push(&mut self, score: f32, doc: DocId) {
@@ -350,5 +405,20 @@ mod tests {
         }
         assert_eq!(top.into_sorted_vec(), vec![(0.9, 1), (0.9, 3), (0.7, 4)]);
         assert!(TopK::new(0).into_sorted_vec().is_empty());
+    }
+
+    #[test]
+    fn finite_scores_only() {
+        assert_eq!(finite(f32::NAN), f32::MIN);
+        assert_eq!(finite(f32::INFINITY), f32::MAX);
+        assert_eq!(finite(f32::NEG_INFINITY), f32::MIN);
+        assert!(finite(-0.0).is_sign_positive());
+        assert_eq!(finite(1.5), 1.5);
+        // Overflowing rows rank, they do not poison the heap.
+        let query = [1e30f32, 1e30];
+        let rows = [1e30f32, 1e30, -1e30, 1e30, 1.0, 0.0];
+        let top = top_k_rows(&query, &rows, 2, 3, |_| true);
+        assert!(top.iter().all(|(s, _)| s.is_finite()));
+        assert_eq!(top[0].1, 0);
     }
 }

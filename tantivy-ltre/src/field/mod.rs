@@ -1,0 +1,267 @@
+//! The dense vector field: a Tantivy custom field plus the [`SegmentPlugin`] that stores its
+//! vectors inside each segment.
+//!
+//! - this module: the schema declaration ([`add_dense_field`], [`DenseFieldOptions`]), the
+//!   [`DenseField`] handle and the checks and encoding of one vector;
+//! - [`format`]: the per-segment `.ltrevec` component (layout, reader [`SegmentVectors`], writer);
+//! - `plugin`: the [`SegmentPlugin`] that writes the component at flush and merge.
+//!
+//! # Limits
+//!
+//! One dense field per index. Index sorting (`IndexSettings::sort_by_field`) is refused: Tantivy
+//! does not expose its doc-id permutation to plugins.
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tantivy::schema::{Field, FieldType, Schema, SchemaBuilder};
+use tantivy::{DocAddress, Index, Searcher, SegmentPlugin, SegmentReader, TantivyDocument};
+
+use crate::ann::{self, AnnCache, AnnOptions};
+use crate::error::{Error, Result, VectorError};
+
+pub mod format;
+mod plugin;
+
+pub use format::{SegmentVectors, VECTORS_EXTENSION};
+
+/// The custom type name of a dense field in a Tantivy schema.
+pub const DENSE_TYPE_NAME: &str = "ltre.dense";
+
+/// Options of a dense field, stored in the schema (declared once per index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseFieldOptions {
+    /// Dimension of every vector.
+    pub dim: usize,
+    /// Whether every document must carry a vector ([`VectorError::Missing`] otherwise).
+    #[serde(default)]
+    pub required: bool,
+    /// Approximate index built per segment once it is large enough; `None` = exact scan only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ann: Option<AnnOptions>,
+}
+
+impl DenseFieldOptions {
+    /// Options for vectors of `dim` dimensions, optional per document, exact search.
+    pub fn new(dim: usize) -> DenseFieldOptions {
+        DenseFieldOptions {
+            dim,
+            required: false,
+            ann: None,
+        }
+    }
+
+    /// Requires a vector on every document.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    /// Builds a Faiss index for segments of at least `ann.min_docs` vectors.
+    pub fn with_ann(mut self, ann: AnnOptions) -> Self {
+        self.ann = Some(ann);
+        self
+    }
+}
+
+/// Declares a dense field in a schema being built.
+///
+/// ```
+/// use tantivy::schema::{Schema, TEXT};
+/// use tantivy_ltre::{add_dense_field, DenseFieldOptions};
+/// let mut builder = Schema::builder();
+/// builder.add_text_field("text", TEXT);
+/// let embedding = add_dense_field(&mut builder, "embedding", &DenseFieldOptions::new(4));
+/// let schema = builder.build();
+/// assert_eq!(schema.get_field("embedding").unwrap(), embedding);
+/// ```
+pub fn add_dense_field(
+    builder: &mut SchemaBuilder,
+    name: &str,
+    options: &DenseFieldOptions,
+) -> Field {
+    let params = serde_json::to_value(options).unwrap_or(serde_json::Value::Null);
+    builder.add_custom_field(name, DENSE_TYPE_NAME, params)
+}
+
+/// A handle on the dense field of an index: validates and attaches vectors, provides the
+/// segment plugin and reads the vectors of a segment. Cheap to clone.
+#[derive(Clone)]
+pub struct DenseField {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    field: Field,
+    name: String,
+    options: DenseFieldOptions,
+    ann_cache: AnnCache,
+}
+
+impl std::fmt::Debug for DenseField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenseField")
+            .field("name", &self.inner.name)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl DenseField {
+    /// Finds the dense field of a schema (exactly one field of type [`DENSE_TYPE_NAME`]).
+    pub fn from_schema(schema: &Schema) -> Result<DenseField> {
+        let mut found = schema
+            .fields()
+            .filter_map(|(field, entry)| match entry.field_type() {
+                FieldType::Custom(options) if options.type_name() == DENSE_TYPE_NAME => {
+                    Some((field, entry.name().to_string(), options.params().clone()))
+                }
+                _ => None,
+            });
+        let Some((field, name, params)) = found.next() else {
+            return Err(Error::Schema(
+                "the schema has no dense field; declare one with `tantivy_ltre::add_dense_field`"
+                    .into(),
+            ));
+        };
+        if let Some((_, other, _)) = found.next() {
+            return Err(Error::Schema(format!(
+                "dense fields `{name}` and `{other}`: an index holds at most one dense field"
+            )));
+        }
+        let options: DenseFieldOptions = serde_json::from_value(params)
+            .map_err(|e| Error::Schema(format!("dense field `{name}`: bad options ({e})")))?;
+        if options.dim == 0 {
+            return Err(Error::Schema(format!("dense field `{name}`: dimension 0")));
+        }
+        Ok(DenseField {
+            inner: Arc::new(Inner {
+                field,
+                name,
+                options,
+                ann_cache: AnnCache::default(),
+            }),
+        })
+    }
+
+    /// Attaches the dense plugin to an index opened with `Index::open*` (plugins are not
+    /// persisted by Tantivy) and returns the field handle. Call it before creating a writer or a
+    /// reader.
+    pub fn register(index: &mut Index) -> Result<DenseField> {
+        let dense = DenseField::from_schema(&index.schema())?;
+        index.register_plugin(dense.plugin());
+        Ok(dense)
+    }
+
+    /// The segment plugin to pass to `IndexBuilder::register_plugin` when creating an index.
+    pub fn plugin(&self) -> Arc<dyn SegmentPlugin> {
+        Arc::new(plugin::DensePlugin::new(self.clone()))
+    }
+
+    /// The Tantivy field.
+    pub fn field(&self) -> Field {
+        self.inner.field
+    }
+
+    /// The field's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        self.inner.options.dim
+    }
+
+    /// The field's options.
+    pub fn options(&self) -> &DenseFieldOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn ann_cache(&self) -> &AnnCache {
+        &self.inner.ann_cache
+    }
+
+    /// Checks a document's vector: dimension, finiteness, presence when required.
+    pub fn validate(&self, vector: Option<&[f32]>) -> Result<(), VectorError> {
+        match vector {
+            None if self.inner.options.required => Err(VectorError::Missing),
+            None => Ok(()),
+            Some(v) => validate_vector(v, self.dim()),
+        }
+    }
+
+    /// Validates `vector` and attaches it to `doc`.
+    pub fn set_vector(&self, doc: &mut TantivyDocument, vector: &[f32]) -> Result<(), VectorError> {
+        validate_vector(vector, self.dim())?;
+        doc.add_custom(self.field(), &encode_vector(vector));
+        Ok(())
+    }
+
+    /// Opens the vectors of a segment (zero copy on a memory-mapped directory).
+    pub fn segment_vectors(&self, reader: &SegmentReader) -> tantivy::Result<SegmentVectors> {
+        let bytes = reader
+            .open_read(tantivy::index::SegmentComponent::Custom(
+                VECTORS_EXTENSION.to_string(),
+            ))?
+            .read_bytes()?;
+        SegmentVectors::parse(bytes, self.dim())
+    }
+
+    /// The segment's approximate index, if it has one (loaded once, then cached).
+    pub fn ann_segment(&self, reader: &SegmentReader) -> Result<Option<Arc<ann::AnnSegment>>> {
+        self.inner.ann_cache.get(reader)
+    }
+
+    /// The stored vector of a document, if it has one.
+    pub fn vector(&self, searcher: &Searcher, address: DocAddress) -> Result<Option<Vec<f32>>> {
+        let reader = searcher.segment_reader(address.segment_ord);
+        let vectors = self.segment_vectors(reader)?;
+        Ok(vectors.vector(address.doc_id).map(<[f32]>::to_vec))
+    }
+}
+
+/// Checks the dimension and that every component is finite.
+pub fn validate_vector(vector: &[f32], dim: usize) -> Result<(), VectorError> {
+    if vector.len() != dim {
+        return Err(VectorError::WrongDimension {
+            expected: dim,
+            got: vector.len(),
+        });
+    }
+    match vector.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(VectorError::NotFinite {
+            index,
+            value: vector[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The custom-field payload of a vector: its components as little-endian f32.
+pub fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_vector(
+    bytes: &[u8],
+    dim: usize,
+    out: &mut Vec<f32>,
+) -> Result<(), VectorError> {
+    if bytes.len() != dim * 4 {
+        return Err(VectorError::BadPayload {
+            bytes: bytes.len(),
+            dim,
+        });
+    }
+    let start = out.len();
+    out.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    if let Err(e) = validate_vector(&out[start..], dim) {
+        out.truncate(start);
+        return Err(e);
+    }
+    Ok(())
+}
