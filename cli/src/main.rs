@@ -9,6 +9,7 @@ mod export;
 mod index;
 mod search;
 mod train;
+mod verify;
 
 #[derive(Parser)]
 #[command(name = "ltre-cli", version, about = "LTRe dense retrieval for Tantivy")]
@@ -34,6 +35,8 @@ enum Command {
     Train(train::Args),
     /// List, activate or roll back the query encoders stored in an index.
     Encoder(encoder_cmd::Args),
+    /// Check every segment file of an index (checksums); exit 1 naming any damaged file.
+    Verify(verify::Args),
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Encoder(a) => encoder_cmd::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,13 +6,23 @@
 //! build failed, keep an empty component and are scanned exactly.
 //!
 //! ```text
-//! header   24 bytes   b"LTREDANN", version u32, kind u32 (0 = none, 1 = faiss), rows u32, 4 reserved
-//! row_docs rows * u32 LE: the doc id of each Faiss label
-//! index    the rest: a serialized Faiss index (`faiss::write_index`)
+//! header   24 bytes   b"LTREDANN", version u32 (2), kind u32 (0 = none, 1 = faiss), rows u32,
+//!                     4 reserved
+//! row_docs rows * u32 LE: the doc id of each Faiss label, strictly increasing
+//! index    a serialized Faiss index (`faiss::write_index`)
+//! trailer  32 bytes   sha256 of everything before it
 //! ```
 //!
 //! The header follows the conventions of the vector component ([`crate::field::format`]): magic,
-//! little-endian u32 words, data-corruption errors.
+//! little-endian u32 words, data-corruption errors naming the segment, the file and the remedy.
+//!
+//! # Integrity
+//!
+//! A component is loaded once per segment, so loading runs the full check ([`check_bytes`]):
+//! the checksum, lengths checked against the file before anything is allocated, doc ids
+//! increasing and below the segment's `max_doc`; Faiss only ever sees checksummed bytes, and the
+//! loaded index must hold `rows` vectors. Version 1 files (no trailer) are still read with the
+//! structural checks; [`crate::verify`] reports them as unchecked.
 //!
 //! Faiss reads indexes from files only, so a segment's index is loaded once through a temporary
 //! file and cached by segment id in its [`DenseField`](crate::DenseField).
@@ -24,19 +34,23 @@ use faiss::index::autotune::ParameterSpace;
 use faiss::index::IndexImpl;
 use faiss::{Index as _, MetricType};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tantivy::directory::TerminatingWrite;
 use tantivy::index::{SegmentComponent, SegmentId};
-use tantivy::{DocId, Segment, SegmentReader, TantivyError};
+use tantivy::{DocId, Segment, SegmentReader};
 
 use crate::error::{Error, Result};
-use crate::field::format::{corrupt, read_u32};
+use crate::field::format::read_u32;
+use crate::field::{damaged, open_component};
 
 /// Extension of the per-segment approximate-index component.
 pub const ANN_EXTENSION: &str = "ltreann";
 
 const MAGIC: &[u8; 8] = b"LTREDANN";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+const FORMAT_V1: u32 = 1;
 const HEADER_LEN: usize = 24;
+const TRAILER_LEN: usize = 32;
 const KIND_NONE: u32 = 0;
 const KIND_FAISS: u32 = 1;
 
@@ -103,11 +117,16 @@ pub(crate) fn write_component(
     };
     header[12..16].copy_from_slice(&kind.to_le_bytes());
     header[16..20].copy_from_slice(&(docs.len() as u32).to_le_bytes());
+    let mut sum = Sha256::new();
+    sum.update(header);
     out.write_all(&header)?;
     for doc in docs {
+        sum.update(doc.to_le_bytes());
         out.write_all(&doc.to_le_bytes())?;
     }
+    sum.update(bytes);
     out.write_all(bytes)?;
+    out.write_all(&sum.finalize())?;
     out.terminate()?;
     Ok(())
 }
@@ -119,44 +138,114 @@ pub struct AnnSegment {
     index: Mutex<IndexImpl>,
 }
 
+/// A checked `.ltreann` body (Tantivy's footer removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnBytes<'a> {
+    /// The format version (1: no checksum).
+    pub version: u32,
+    /// The doc id of each Faiss label; `None` when the segment has no approximate index.
+    pub row_docs: Option<Vec<DocId>>,
+    /// The serialized Faiss index (empty without one).
+    pub faiss: &'a [u8],
+}
+
+/// Checks a `.ltreann` body: header, checksum (version 2), lengths, doc ids increasing and below
+/// `max_doc` when given. Never panics; allocates only after the lengths were checked.
+pub fn check_bytes(data: &[u8], max_doc: Option<u32>) -> std::result::Result<AnnBytes<'_>, String> {
+    if data.len() < HEADER_LEN {
+        return Err(format!(
+            "{} bytes, shorter than the {HEADER_LEN}-byte header (truncated)",
+            data.len()
+        ));
+    }
+    if &data[..8] != MAGIC {
+        return Err("bad magic bytes (the header is damaged)".into());
+    }
+    let version = read_u32(data, 8);
+    let body = match version {
+        FORMAT_VERSION => {
+            let Some(end) = data.len().checked_sub(TRAILER_LEN).filter(|e| *e >= HEADER_LEN)
+            else {
+                return Err("no room for the checksum (truncated)".into());
+            };
+            if Sha256::digest(&data[..end])[..] != data[end..] {
+                return Err("checksum mismatch (the file is damaged)".into());
+            }
+            &data[..end]
+        }
+        FORMAT_V1 => data,
+        other => {
+            return Err(format!(
+                "format version {other}; this build reads {FORMAT_V1} and {FORMAT_VERSION}"
+            ))
+        }
+    };
+    let (kind, rows) = (read_u32(body, 12), read_u32(body, 16) as usize);
+    match kind {
+        KIND_NONE if body.len() == HEADER_LEN && rows == 0 => {
+            return Ok(AnnBytes {
+                version,
+                row_docs: None,
+                faiss: &[],
+            })
+        }
+        KIND_NONE => return Err("an empty marker with contents".into()),
+        KIND_FAISS => {}
+        other => return Err(format!("unknown index kind {other}")),
+    }
+    let index_at = rows
+        .checked_mul(4)
+        .and_then(|r| r.checked_add(HEADER_LEN))
+        .filter(|at| *at < body.len())
+        .ok_or_else(|| format!("{rows} rows do not fit in {} bytes (truncated)", body.len()))?;
+    let row_docs: Vec<DocId> = body[HEADER_LEN..index_at]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if row_docs.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("doc ids out of order".into());
+    }
+    if let (Some(max_doc), Some(last)) = (max_doc, row_docs.last()) {
+        if *last >= max_doc {
+            return Err(format!(
+                "doc id {last} past the segment's {max_doc} documents"
+            ));
+        }
+    }
+    Ok(AnnBytes {
+        version,
+        row_docs: Some(row_docs),
+        faiss: &body[index_at..],
+    })
+}
+
 impl AnnSegment {
-    fn load(reader: &SegmentReader) -> Result<Option<AnnSegment>> {
-        let bytes = reader
-            .open_read(SegmentComponent::Custom(ANN_EXTENSION.to_string()))
-            .map_err(TantivyError::from)?
-            .read_bytes()
-            .map_err(TantivyError::from)?;
-        let data = bytes.as_slice();
-        let bad = |m: &str| {
-            Error::Tantivy(corrupt(format!(
-                "{ANN_EXTENSION} component of segment {}: {m}",
-                reader.segment_id().short_uuid_string()
-            )))
+    fn load(field: &str, reader: &SegmentReader) -> Result<Option<AnnSegment>> {
+        let bad = |what: String| {
+            Error::Tantivy(damaged(field, reader.segment_id(), ANN_EXTENSION, &what))
         };
-        if data.len() < HEADER_LEN || &data[..8] != MAGIC {
-            return Err(bad("bad header"));
-        }
-        let word = |at: usize| read_u32(data, at);
-        if word(8) != FORMAT_VERSION {
-            return Err(bad("unknown format version"));
-        }
-        if word(12) == KIND_NONE {
+        let bytes = open_component(reader, ANN_EXTENSION).map_err(bad)?;
+        AnnSegment::from_checked(check_bytes(bytes.as_slice(), Some(reader.max_doc())).map_err(bad)?)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Loads checked bytes into Faiss; the index must hold one vector per doc id.
+    pub(crate) fn from_checked(checked: AnnBytes<'_>) -> Result<Option<AnnSegment>> {
+        let Some(row_docs) = checked.row_docs else {
             return Ok(None);
-        }
-        let rows = word(16) as usize;
-        let index_at = HEADER_LEN + 4 * rows;
-        if data.len() < index_at {
-            return Err(bad("truncated"));
-        }
-        let row_docs = data[HEADER_LEN..index_at]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        };
         let mut file =
             tempfile::NamedTempFile::new().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        file.write_all(&data[index_at..])
+        file.write_all(checked.faiss)
             .map_err(|e| Error::io(file.path(), e))?;
         let index = faiss::read_index(file.path().to_string_lossy()).map_err(faiss_error)?;
+        if index.ntotal() != row_docs.len() as u64 {
+            return Err(Error::Faiss(format!(
+                "the Faiss index holds {} vectors for {} doc ids",
+                index.ntotal(),
+                row_docs.len()
+            )));
+        }
         Ok(Some(AnnSegment {
             row_docs,
             index: Mutex::new(index),
@@ -218,12 +307,20 @@ impl AnnSegment {
 }
 
 /// Loaded approximate indexes by segment id (`None`: the segment has none).
-#[derive(Default)]
 pub(crate) struct AnnCache {
+    /// The dense field's name, for error messages.
+    field: String,
     segments: Mutex<HashMap<SegmentId, Option<Arc<AnnSegment>>>>,
 }
 
 impl AnnCache {
+    pub(crate) fn new(field: String) -> AnnCache {
+        AnnCache {
+            field,
+            segments: Mutex::default(),
+        }
+    }
+
     pub(crate) fn get(&self, reader: &SegmentReader) -> Result<Option<Arc<AnnSegment>>> {
         let id = reader.segment_id();
         let mut segments = self
@@ -237,7 +334,7 @@ impl AnnCache {
         if let Ok(alive) = reader.index().searchable_segment_ids() {
             segments.retain(|id, _| alive.contains(id));
         }
-        let loaded = AnnSegment::load(reader)?.map(Arc::new);
+        let loaded = AnnSegment::load(&self.field, reader)?.map(Arc::new);
         segments.insert(id, loaded.clone());
         Ok(loaded)
     }

@@ -34,6 +34,9 @@
 //! - [`eval`]: judged queries through an [`LtreIndex`], scored (nDCG@10, MRR@10, Recall@100).
 //! - [`corpus`]: indexes a BEIR corpus (resumable), installing the base encoder.
 //! - [`migrate`]: an existing Tantivy index gains the dense field (a new, verified copy).
+//! - [`verify`]: the full integrity check of an index's segment files ([`verify::verify_index`]):
+//!   checksums of the dense field's files and Tantivy's, per segment. Opening a segment's vectors
+//!   runs only the cheap check (header and lengths); a failure names the segment and the file.
 //!
 //! # Adding a dense field to an application's index
 //!
@@ -124,6 +127,7 @@ pub mod query;
 pub mod registry;
 pub mod scan;
 pub mod search;
+pub mod verify;
 pub mod writer;
 
 pub use ann::{AnnOptions, AnnParams};

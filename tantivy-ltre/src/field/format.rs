@@ -1,38 +1,68 @@
-//! The `.ltrevec` segment component: the layout, its reader ([`SegmentVectors`]) and writer.
+//! The `.ltrevec` segment component: the layout and its reader ([`SegmentVectors`]) with the
+//! integrity checks; the writer is in `write.rs`.
 //!
 //! Every segment gets a `.ltrevec` component (and a `.ltreann` one, see [`crate::ann`]):
 //!
 //! ```text
-//! header   32 bytes   b"LTREDVEC", version u32, dim u32, max_doc u32, num_present u32, 8 reserved
+//! header   32 bytes   b"LTREDVEC", version u32 (2), dim u32, max_doc u32, num_present u32,
+//!                     header checksum: the first 8 bytes of sha256(bytes 0..24)
 //! bitmap   8 * ceil(max_doc / 64) bytes: u64 LE words, bit d set = doc d has a vector
 //! rows     max_doc * dim f32 LE, in doc-id order; docs without a vector hold zeros
+//! trailer  32 bytes   payload checksum: sha256(bitmap + rows)
 //! ```
 //!
 //! Rows start at a multiple of 8 bytes, so on a memory-mapped directory they are read in place
 //! (zero copy) as `&[f32]`. The components are written when a segment is flushed, rewritten with
 //! the doc-id remapping of a merge (deleted documents dropped), and garbage-collected with their
 //! segment by Tantivy, like its own components.
-use std::io::Write;
+//!
+//! # Integrity
+//!
+//! - Opening ([`SegmentVectors::from_bytes`], done per query) runs the cheap check: magic,
+//!   version, header checksum, the dimension and `max_doc` against the schema and the segment,
+//!   the file length against them, and the bitmap (its population equals `num_present`, no bit
+//!   past `max_doc`). It never reads the rows: O(1) + O(max_doc / 64). A file failing it is
+//!   refused, so a search over its segment fails instead of silently losing documents.
+//! - The full check ([`SegmentVectors::check_payload`], run by [`crate::verify`] and before a
+//!   merge copies a segment's rows) recomputes the payload checksum and checks that present rows
+//!   are finite and absent rows zero. Damage in the rows passes the cheap check; scores stay
+//!   finite anyway (the scan maps NaN and infinities into the finite range), and the merge
+//!   refuses to copy damaged rows into a segment with a fresh checksum.
+//! - Version 1 files (no checksums, written before this format) are still read, with the same
+//!   structural checks; [`crate::verify`] reports them as unchecked, and the next merge of their
+//!   segment rewrites them as version 2.
+use sha2::{Digest, Sha256};
+use tantivy::directory::OwnedBytes;
+use tantivy::DocId;
 
-use tantivy::directory::{OwnedBytes, TerminatingWrite};
-use tantivy::{DocId, Segment, TantivyError};
-
-use crate::ann::{self, AnnOptions};
+pub(crate) use super::write::{write_segment, VectorsWriter};
 
 /// Extension of the per-segment vector component.
 pub const VECTORS_EXTENSION: &str = "ltrevec";
 
-const MAGIC: &[u8; 8] = b"LTREDVEC";
-const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 32;
+pub(crate) const MAGIC: &[u8; 8] = b"LTREDVEC";
+/// The version written; version 1 (no checksums) is still read.
+pub const FORMAT_VERSION: u32 = 2;
+const FORMAT_V1: u32 = 1;
+pub(crate) const HEADER_LEN: usize = 32;
+/// Bytes of the header covered by the header checksum.
+pub(crate) const HEADER_SUMMED: usize = 24;
+pub(crate) const TRAILER_LEN: usize = 32;
+
+/// What a user does about a damaged segment file.
+pub(crate) const REMEDY: &str = "run `ltre-cli verify --index <index dir>` to list the damage; \
+     re-index the damaged segment's documents or restore the index from a backup";
 
 /// The vectors of one segment.
 pub struct SegmentVectors {
     dim: usize,
     max_doc: u32,
     num_present: u32,
+    version: u32,
     present: Vec<u64>,
     rows: Rows,
+    /// The stored payload checksum (`None` for version 1 files).
+    payload_sha256: Option<[u8; 32]>,
 }
 
 enum Rows {
@@ -53,50 +83,134 @@ fn as_f32(bytes: &[u8]) -> Option<&[f32]> {
     }
 }
 
-pub(crate) fn corrupt(message: String) -> TantivyError {
-    TantivyError::DataCorruption(tantivy::error::DataCorruption::comment_only(message))
+/// The little-endian u32 at `at`; 0 past the end (callers check lengths first).
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    match bytes.get(at..at + 4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
 }
 
-pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+/// The header checksum: the first 8 bytes of sha256 of the summed header bytes.
+pub(crate) fn header_checksum(header: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(header);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// Where the parts of a file lie, from a header checked against the file length.
+struct Layout {
+    version: u32,
+    max_doc: u32,
+    num_present: u32,
+    rows_at: usize,
+    rows_end: usize,
+}
+
+/// The cheap check of the header and lengths; `Err` says what is wrong.
+fn layout(data: &[u8], dim: usize, max_doc: Option<u32>) -> Result<Layout, String> {
+    if data.len() < HEADER_LEN {
+        return Err(format!(
+            "{} bytes, shorter than the {HEADER_LEN}-byte header (truncated)",
+            data.len()
+        ));
+    }
+    if &data[..8] != MAGIC {
+        return Err("bad magic bytes (not a vector component, or its header is damaged)".into());
+    }
+    let version = read_u32(data, 8);
+    match version {
+        FORMAT_VERSION => {
+            if data[HEADER_SUMMED..HEADER_LEN] != header_checksum(&data[..HEADER_SUMMED]) {
+                return Err("header checksum mismatch (the header is damaged)".into());
+            }
+        }
+        FORMAT_V1 => {}
+        other => {
+            return Err(format!(
+                "format version {other}; this build reads {FORMAT_V1} and {FORMAT_VERSION} \
+                 (a newer ltre wrote it, or the header is damaged)"
+            ))
+        }
+    }
+    let file_dim = read_u32(data, 12) as usize;
+    if file_dim != dim {
+        return Err(format!(
+            "holds {file_dim}-d vectors, the schema says {dim}"
+        ));
+    }
+    let file_max_doc = read_u32(data, 16);
+    if let Some(expected) = max_doc.filter(|m| *m != file_max_doc) {
+        return Err(format!(
+            "written for {file_max_doc} documents, the segment has {expected}"
+        ));
+    }
+    let num_present = read_u32(data, 20);
+    if num_present > file_max_doc {
+        return Err(format!(
+            "{num_present} vectors for {file_max_doc} documents"
+        ));
+    }
+    let rows_at = HEADER_LEN + 8 * (file_max_doc as usize).div_ceil(64);
+    // u32 * u32-sized dim cannot overflow u64; the length check precedes any allocation.
+    let rows_len = (file_max_doc as u64).checked_mul(dim as u64 * 4);
+    let trailer = if version == FORMAT_V1 { 0 } else { TRAILER_LEN };
+    let expected = rows_len.and_then(|r| r.checked_add((rows_at + trailer) as u64));
+    if expected != Some(data.len() as u64) {
+        let what = if expected.is_some_and(|e| (data.len() as u64) < e) {
+            "truncated"
+        } else {
+            "wrong length"
+        };
+        return Err(format!(
+            "{} bytes, expected {} for {file_max_doc} documents of {dim} dimensions ({what})",
+            data.len(),
+            expected.map_or_else(|| "more".to_string(), |e| e.to_string()),
+        ));
+    }
+    Ok(Layout {
+        version,
+        max_doc: file_max_doc,
+        num_present,
+        rows_at,
+        rows_end: data.len() - trailer,
+    })
 }
 
 impl SegmentVectors {
-    pub(crate) fn parse(bytes: OwnedBytes, dim: usize) -> tantivy::Result<SegmentVectors> {
+    /// Reads a component's bytes (Tantivy's footer already removed) after the cheap check
+    /// (see the module docs); `max_doc`, when given, must match the file's. Never panics, and
+    /// allocates only after the lengths were checked against the bytes.
+    pub fn from_bytes(
+        bytes: OwnedBytes,
+        dim: usize,
+        max_doc: Option<u32>,
+    ) -> Result<SegmentVectors, String> {
         let data = bytes.as_slice();
-        if data.len() < HEADER_LEN || &data[..8] != MAGIC {
-            return Err(corrupt(format!(
-                "{VECTORS_EXTENSION} component: bad header"
-            )));
-        }
-        let version = read_u32(data, 8);
-        if version != FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "{VECTORS_EXTENSION} component: format version {version}, this build reads {FORMAT_VERSION}"
-            )));
-        }
-        let file_dim = read_u32(data, 12) as usize;
-        if file_dim != dim {
-            return Err(corrupt(format!(
-                "{VECTORS_EXTENSION} component holds {file_dim}-d vectors, the schema says {dim}"
-            )));
-        }
-        let max_doc = read_u32(data, 16);
-        let num_present = read_u32(data, 20);
-        let words = (max_doc as usize).div_ceil(64);
-        let rows_at = HEADER_LEN + 8 * words;
-        let expected = rows_at + max_doc as usize * dim * 4;
-        if data.len() != expected {
-            return Err(corrupt(format!(
-                "{VECTORS_EXTENSION} component: {} bytes, expected {expected} for {max_doc} docs",
-                data.len()
-            )));
-        }
-        let present = data[HEADER_LEN..rows_at]
+        let layout = layout(data, dim, max_doc)?;
+        let present: Vec<u64> = data[HEADER_LEN..layout.rows_at]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        let row_bytes = bytes.slice(rows_at..expected);
+        let counted: u64 = present.iter().map(|w| u64::from(w.count_ones())).sum();
+        if counted != u64::from(layout.num_present) {
+            return Err(format!(
+                "the presence bitmap marks {counted} documents, the header says {} \
+                 (the bitmap or the header is damaged)",
+                layout.num_present
+            ));
+        }
+        let tail_bits = layout.max_doc % 64;
+        if tail_bits != 0 && present.last().is_some_and(|w| w >> tail_bits != 0) {
+            return Err("the presence bitmap marks documents past max_doc".into());
+        }
+        let payload_sha256 = (layout.version != FORMAT_V1).then(|| {
+            let mut sum = [0u8; 32];
+            sum.copy_from_slice(&data[layout.rows_end..layout.rows_end + TRAILER_LEN]);
+            sum
+        });
+        let row_bytes = bytes.slice(layout.rows_at..layout.rows_end);
         let rows = if as_f32(row_bytes.as_slice()).is_some() {
             Rows::Mapped(row_bytes)
         } else {
@@ -110,11 +224,76 @@ impl SegmentVectors {
         };
         Ok(SegmentVectors {
             dim,
-            max_doc,
-            num_present,
+            max_doc: layout.max_doc,
+            num_present: layout.num_present,
+            version: layout.version,
             present,
             rows,
+            payload_sha256,
         })
+    }
+
+    /// The full check (O(rows)): the payload checksum, present rows finite, absent rows zero.
+    /// Returns what is wrong, empty when nothing is; a version 1 file has no checksum to compare.
+    pub fn check_payload(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(stored) = self.payload_sha256 {
+            if self.payload_sha256_now() != stored {
+                problems.push(
+                    "payload checksum mismatch (the presence bitmap or the rows are damaged)"
+                        .to_string(),
+                );
+            }
+        }
+        let (mut non_finite, mut stray) = (Vec::new(), Vec::new());
+        let dim = self.dim.max(1);
+        for (doc, row) in self.rows().chunks_exact(dim).enumerate() {
+            let doc = doc as DocId;
+            if self.has_vector(doc) {
+                if row.iter().any(|x| !x.is_finite()) {
+                    non_finite.push(doc);
+                }
+            } else if row.iter().any(|x| *x != 0.0) {
+                stray.push(doc);
+            }
+        }
+        if !non_finite.is_empty() {
+            problems.push(format!(
+                "{} vectors hold NaN or infinite values (docs {})",
+                non_finite.len(),
+                doc_list(&non_finite)
+            ));
+        }
+        if !stray.is_empty() {
+            problems.push(format!(
+                "{} documents without a vector have non-zero rows (docs {})",
+                stray.len(),
+                doc_list(&stray)
+            ));
+        }
+        problems
+    }
+
+    fn payload_sha256_now(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for word in &self.present {
+            hasher.update(word.to_le_bytes());
+        }
+        match &self.rows {
+            Rows::Mapped(bytes) => hasher.update(bytes.as_slice()),
+            Rows::Owned(rows) => rows.iter().for_each(|x| hasher.update(x.to_le_bytes())),
+        }
+        hasher.finalize().into()
+    }
+
+    /// The file's format version (1: no checksums).
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+
+    /// Whether the file carries checksums (format version 2 and later).
+    pub fn has_checksums(&self) -> bool {
+        self.payload_sha256.is_some()
     }
 
     /// The vector dimension.
@@ -163,140 +342,17 @@ impl SegmentVectors {
     }
 }
 
-/// Builds a segment's `.ltrevec` component from rows given in doc-id order.
-pub(crate) struct VectorsWriter {
-    dim: usize,
-    rows: Vec<f32>,
-    present: Vec<u64>,
-    max_doc: usize,
-}
-
-impl VectorsWriter {
-    pub(crate) fn new(dim: usize) -> VectorsWriter {
-        VectorsWriter {
-            dim,
-            rows: Vec::new(),
-            present: Vec::new(),
-            max_doc: 0,
-        }
+/// The first few doc ids of a list, for messages.
+fn doc_list(docs: &[DocId]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = docs
+        .iter()
+        .take(SHOWN)
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if docs.len() > SHOWN {
+        out.push_str(", ...");
     }
-
-    pub(crate) fn push(&mut self, vector: Option<&[f32]>) {
-        let doc = self.max_doc;
-        if doc.is_multiple_of(64) {
-            self.present.push(0);
-        }
-        match vector {
-            Some(v) => {
-                self.rows.extend_from_slice(v);
-                self.present[doc / 64] |= 1u64 << (doc % 64);
-            }
-            None => self.rows.resize(self.rows.len() + self.dim, 0.0),
-        }
-        self.max_doc += 1;
-    }
-
-    /// Bytes held while the segment is being indexed.
-    pub(crate) fn mem_usage(&self) -> usize {
-        self.rows.capacity() * 4 + self.present.capacity() * 8
-    }
-
-    fn is_present(&self, doc: usize) -> bool {
-        self.present[doc / 64] & (1u64 << (doc % 64)) != 0
-    }
-
-    pub(crate) fn write(self, segment: &Segment, ann: Option<&AnnOptions>) -> tantivy::Result<()> {
-        let dim = self.dim;
-        write_segment(segment, dim, ann, || {
-            self.rows
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(doc, row)| self.is_present(doc).then_some(row))
-        })
-    }
-}
-
-/// Writes a segment's `.ltrevec` and `.ltreann` components. `rows` yields, in doc-id order, each
-/// document's vector or `None`; it is called once per pass (presence, rows, approximate index),
-/// so a merge streams from the source segments instead of holding the merged rows in memory.
-pub(crate) fn write_segment<'a, I, F>(
-    segment: &Segment,
-    dim: usize,
-    ann: Option<&AnnOptions>,
-    rows: F,
-) -> tantivy::Result<()>
-where
-    I: Iterator<Item = Option<&'a [f32]>>,
-    F: Fn() -> I,
-{
-    let mut present: Vec<u64> = Vec::new();
-    let (mut max_doc, mut num_present) = (0u32, 0u32);
-    for row in rows() {
-        let doc = max_doc as usize;
-        if doc.is_multiple_of(64) {
-            present.push(0);
-        }
-        if row.is_some() {
-            present[doc / 64] |= 1u64 << (doc % 64);
-            num_present += 1;
-        }
-        max_doc += 1;
-    }
-
-    let component = tantivy::index::SegmentComponent::Custom(VECTORS_EXTENSION.to_string());
-    let mut out = segment.open_write(component)?;
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
-    header[16..20].copy_from_slice(&max_doc.to_le_bytes());
-    header[20..24].copy_from_slice(&num_present.to_le_bytes());
-    out.write_all(&header)?;
-    for word in &present {
-        out.write_all(&word.to_le_bytes())?;
-    }
-    let zeros = vec![0u8; dim * 4];
-    let mut buffer = Vec::with_capacity(dim * 4);
-    for row in rows() {
-        match row {
-            Some(row) => {
-                buffer.clear();
-                buffer.extend(row.iter().flat_map(|x| x.to_le_bytes()));
-                out.write_all(&buffer)?;
-            }
-            None => out.write_all(&zeros)?,
-        }
-    }
-    out.terminate()?;
-
-    let built = match ann {
-        Some(options) if num_present as usize >= options.min_docs => {
-            let mut vectors = Vec::with_capacity(num_present as usize * dim);
-            let mut docs = Vec::with_capacity(num_present as usize);
-            for (doc, row) in rows().enumerate() {
-                if let Some(row) = row {
-                    vectors.extend_from_slice(row);
-                    docs.push(doc as DocId);
-                }
-            }
-            match ann::build(options, dim, &vectors) {
-                Ok(bytes) => Some((docs, bytes)),
-                Err(e) => {
-                    // The exact scan still serves this segment; a failed build must not lose it.
-                    tracing::warn!(
-                        "approximate index not built for segment {}: {e}",
-                        segment.id().short_uuid_string()
-                    );
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    ann::write_component(
-        segment,
-        built
-            .as_ref()
-            .map(|(docs, bytes)| (docs.as_slice(), bytes.as_slice())),
-    )
+    out
 }

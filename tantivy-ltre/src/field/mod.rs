@@ -4,6 +4,7 @@
 //! - this module: the schema declaration ([`add_dense_field`], [`DenseFieldOptions`]), the
 //!   [`DenseField`] handle and the checks and encoding of one vector;
 //! - [`format`]: the per-segment `.ltrevec` component (layout, reader [`SegmentVectors`], writer);
+//! - `write`: the writer of the component;
 //! - `plugin`: the [`SegmentPlugin`] that writes the component at flush and merge.
 //!
 //! # Limits
@@ -14,13 +15,20 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantivy::schema::{Field, FieldType, Schema, SchemaBuilder};
-use tantivy::{DocAddress, Index, Searcher, SegmentPlugin, SegmentReader, TantivyDocument};
+use tantivy::directory::error::OpenReadError;
+use tantivy::directory::{FileSlice, OwnedBytes};
+use tantivy::error::DataCorruption;
+use tantivy::index::{SegmentComponent, SegmentId};
+use tantivy::{
+    DocAddress, Index, Searcher, SegmentPlugin, SegmentReader, TantivyDocument, TantivyError,
+};
 
 use crate::ann::{self, AnnCache, AnnOptions};
 use crate::error::{Error, Result, VectorError};
 
 pub mod format;
 mod plugin;
+mod write;
 
 pub use format::{SegmentVectors, VECTORS_EXTENSION};
 
@@ -136,9 +144,9 @@ impl DenseField {
         Ok(DenseField {
             inner: Arc::new(Inner {
                 field,
-                name,
                 options,
-                ann_cache: AnnCache::default(),
+                ann_cache: AnnCache::new(name.clone()),
+                name,
             }),
         })
     }
@@ -197,14 +205,20 @@ impl DenseField {
         Ok(())
     }
 
-    /// Opens the vectors of a segment (zero copy on a memory-mapped directory).
+    /// Opens the vectors of a segment (zero copy on a memory-mapped directory) after the cheap
+    /// integrity check (see [`format`]). A missing, truncated or damaged file gives one
+    /// `DataCorruption` error naming the segment, the file and what to do.
     pub fn segment_vectors(&self, reader: &SegmentReader) -> tantivy::Result<SegmentVectors> {
-        let bytes = reader
-            .open_read(tantivy::index::SegmentComponent::Custom(
-                VECTORS_EXTENSION.to_string(),
-            ))?
-            .read_bytes()?;
-        SegmentVectors::parse(bytes, self.dim())
+        let segment = reader.segment_id();
+        let opened = open_component(reader, VECTORS_EXTENSION).and_then(|bytes| {
+            SegmentVectors::from_bytes(bytes, self.dim(), Some(reader.max_doc()))
+        });
+        opened.map_err(|what| self.damaged(segment, VECTORS_EXTENSION, &what))
+    }
+
+    /// The error of a damaged component file of `segment`.
+    pub(crate) fn damaged(&self, segment: SegmentId, extension: &str, what: &str) -> TantivyError {
+        damaged(self.name(), segment, extension, what)
     }
 
     /// The segment's approximate index, if it has one (loaded once, then cached).
@@ -218,6 +232,49 @@ impl DenseField {
         let vectors = self.segment_vectors(reader)?;
         Ok(vectors.vector(address.doc_id).map(<[f32]>::to_vec))
     }
+}
+
+/// The one error for a damaged component file: the field, the segment, the file, what is wrong
+/// and what to do.
+pub(crate) fn damaged(field: &str, segment: SegmentId, extension: &str, what: &str) -> TantivyError {
+    let file = format!("{}.{extension}", segment.uuid_string());
+    TantivyError::DataCorruption(DataCorruption::new(
+        file.clone().into(),
+        format!(
+            "dense field `{field}`, segment {}, file {file}: {what}; {}",
+            segment.short_uuid_string(),
+            format::REMEDY
+        ),
+    ))
+}
+
+/// The body of a segment's component file (Tantivy's footer removed); `Err` says, in words,
+/// why not. Tantivy reports a truncated file or a damaged footer as a footer error ("magic byte
+/// mismatch ... tantivy 0.15"): translated here, since the footer is the file's last bytes.
+pub(crate) fn open_component(
+    reader: &SegmentReader,
+    extension: &str,
+) -> std::result::Result<OwnedBytes, String> {
+    read_component(reader.open_read(SegmentComponent::Custom(extension.to_string())))
+}
+
+/// [`open_component`] from the result of a `Segment::open_read` or `SegmentReader::open_read`.
+pub(crate) fn read_component(
+    opened: std::result::Result<FileSlice, OpenReadError>,
+) -> std::result::Result<OwnedBytes, String> {
+    let slice = opened.map_err(|e| match e {
+        OpenReadError::FileDoesNotExist(_) => "the file is missing".to_string(),
+        OpenReadError::IoError { io_error, .. } => match io_error.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => format!(
+                "the file is truncated or its end (Tantivy's footer) is damaged ({io_error})"
+            ),
+            _ => format!("cannot read the file ({io_error})"),
+        },
+        other => format!("cannot open the file ({other})"),
+    })?;
+    slice
+        .read_bytes()
+        .map_err(|e| format!("cannot read the file ({e})"))
 }
 
 /// Checks the dimension and that every component is finite.

@@ -50,6 +50,18 @@ impl SegmentPlugin for DensePlugin {
             .iter()
             .map(|reader| self.dense.segment_vectors(reader))
             .collect::<tantivy::Result<Vec<_>>>()?;
+        // The merged file gets a fresh checksum: damaged rows must not be laundered into it.
+        // Hashing the rows costs about what copying them does.
+        for (reader, source) in ctx.readers.iter().zip(&sources) {
+            let problems = source.check_payload();
+            if !problems.is_empty() {
+                return Err(self.dense.damaged(
+                    reader.segment_id(),
+                    VECTORS_EXTENSION,
+                    &format!("merge refused: {}", problems.join("; ")),
+                ));
+            }
+        }
         write_segment(
             ctx.target_segment,
             self.dense.dim(),
