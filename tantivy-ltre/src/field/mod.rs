@@ -265,9 +265,10 @@ pub(crate) fn read_component(
     let slice = opened.map_err(|e| match e {
         OpenReadError::FileDoesNotExist(_) => "the file is missing".to_string(),
         OpenReadError::IoError { io_error, .. } => match io_error.kind() {
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => format!(
-                "the file is truncated or its end (Tantivy's footer) is damaged ({io_error})"
-            ),
+            // Tantivy's own text ("use tantivy 0.15 or above") would mislead: not repeated.
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                "the file is truncated or its end (Tantivy's footer) is damaged".to_string()
+            }
             _ => format!("cannot read the file ({io_error})"),
         },
         other => format!("cannot open the file ({other})"),
