@@ -164,7 +164,10 @@ pub fn check_bytes(data: &[u8], max_doc: Option<u32>) -> std::result::Result<Ann
     let version = read_u32(data, 8);
     let body = match version {
         FORMAT_VERSION => {
-            let Some(end) = data.len().checked_sub(TRAILER_LEN).filter(|e| *e >= HEADER_LEN)
+            let Some(end) = data
+                .len()
+                .checked_sub(TRAILER_LEN)
+                .filter(|e| *e >= HEADER_LEN)
             else {
                 return Err("no room for the checksum (truncated)".into());
             };
@@ -225,8 +228,10 @@ impl AnnSegment {
             Error::Tantivy(damaged(field, reader.segment_id(), ANN_EXTENSION, &what))
         };
         let bytes = open_component(reader, ANN_EXTENSION).map_err(bad)?;
-        AnnSegment::from_checked(check_bytes(bytes.as_slice(), Some(reader.max_doc())).map_err(bad)?)
-            .map_err(|e| bad(e.to_string()))
+        AnnSegment::from_checked(
+            check_bytes(bytes.as_slice(), Some(reader.max_doc())).map_err(bad)?,
+        )
+        .map_err(|e| bad(e.to_string()))
     }
 
     /// Loads checked bytes into Faiss; the index must hold one vector per doc id.

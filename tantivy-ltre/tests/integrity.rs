@@ -51,7 +51,7 @@ fn build(dir: &Path, ann: Option<AnnOptions>) -> (Index, Field) {
             let mut doc = TantivyDocument::new();
             doc.add_u64(id, doc_id);
             let v = vector(doc_id);
-            w.add_document(doc, (n % 5 != 0).then_some(v.as_slice()))
+            w.add_document(doc, (!n.is_multiple_of(5)).then_some(v.as_slice()))
                 .unwrap();
         }
         w.commit().unwrap();
@@ -173,7 +173,10 @@ fn payload_byte_flip_is_reported_by_verify() {
     build(dir.path(), None);
     let segment = &segment_ids(dir.path())[1];
     // A byte of doc 3's row: the cheap check does not read rows.
-    flip(&file(dir.path(), segment, "ltrevec"), HEADER + 16 + 3 * DIM * 4 + 1);
+    flip(
+        &file(dir.path(), segment, "ltrevec"),
+        HEADER + 16 + 3 * DIM * 4 + 1,
+    );
     let scores = search(dir.path()).unwrap();
     assert!(scores.iter().all(|s| s.is_finite()));
     let report = verify_dir(dir.path()).unwrap();
@@ -272,7 +275,10 @@ fn non_finite_rows_never_score_and_verify_reports_them() {
     let damaged = damaged(&verify_dir(dir.path()).unwrap());
     assert_eq!(damaged.len(), 1, "{damaged:?}");
     assert_eq!(&damaged[0].0, segment);
-    assert!(damaged[0].3.contains("payload checksum mismatch"), "{damaged:?}");
+    assert!(
+        damaged[0].3.contains("payload checksum mismatch"),
+        "{damaged:?}"
+    );
     assert!(damaged[0].3.contains("NaN or infinite"), "{damaged:?}");
     assert!(damaged[0].3.contains("docs 1, 2"), "{damaged:?}");
 }
@@ -303,7 +309,7 @@ fn merged_segments_verify_ok() {
     assert!(report.is_ok(), "{report:?}");
     let deleted_with_vector = (0..SEGMENTS * PER_SEGMENT)
         .step_by(9)
-        .filter(|d| (d % PER_SEGMENT) % 5 != 0)
+        .filter(|d| !(d % PER_SEGMENT).is_multiple_of(5))
         .count();
     assert_eq!(
         search(dir.path()).unwrap().len(),
@@ -316,7 +322,10 @@ fn merge_refuses_to_copy_damaged_rows() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), None);
     let segment = &segment_ids(dir.path())[1];
-    flip(&file(dir.path(), segment, "ltrevec"), HEADER + 16 + 7 * DIM * 4);
+    flip(
+        &file(dir.path(), segment, "ltrevec"),
+        HEADER + 16 + 7 * DIM * 4,
+    );
     let message = merge_all(dir.path(), None).unwrap_err().to_string();
     assert!(message.contains("merge refused"), "{message}");
     assert_clear(&message, segment, "ltrevec");
@@ -345,7 +354,10 @@ fn version_1_files_stay_readable_and_verify_notes_them() {
     // A merge rewrites them with checksums.
     merge_all(dir.path(), None).unwrap();
     let report = verify_dir(dir.path()).unwrap();
-    assert!(report.is_ok() && report.unchecked().count() == 0, "{report:?}");
+    assert!(
+        report.is_ok() && report.unchecked().count() == 0,
+        "{report:?}"
+    );
 }
 
 #[test]

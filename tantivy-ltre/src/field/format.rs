@@ -136,9 +136,7 @@ fn layout(data: &[u8], dim: usize, max_doc: Option<u32>) -> Result<Layout, Strin
     }
     let file_dim = read_u32(data, 12) as usize;
     if file_dim != dim {
-        return Err(format!(
-            "holds {file_dim}-d vectors, the schema says {dim}"
-        ));
+        return Err(format!("holds {file_dim}-d vectors, the schema says {dim}"));
     }
     let file_max_doc = read_u32(data, 16);
     if let Some(expected) = max_doc.filter(|m| *m != file_max_doc) {

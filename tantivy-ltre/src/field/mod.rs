@@ -14,11 +14,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tantivy::schema::{Field, FieldType, Schema, SchemaBuilder};
 use tantivy::directory::error::OpenReadError;
 use tantivy::directory::{FileSlice, OwnedBytes};
 use tantivy::error::DataCorruption;
 use tantivy::index::{SegmentComponent, SegmentId};
+use tantivy::schema::{Field, FieldType, Schema, SchemaBuilder};
 use tantivy::{
     DocAddress, Index, Searcher, SegmentPlugin, SegmentReader, TantivyDocument, TantivyError,
 };
@@ -236,7 +236,12 @@ impl DenseField {
 
 /// The one error for a damaged component file: the field, the segment, the file, what is wrong
 /// and what to do.
-pub(crate) fn damaged(field: &str, segment: SegmentId, extension: &str, what: &str) -> TantivyError {
+pub(crate) fn damaged(
+    field: &str,
+    segment: SegmentId,
+    extension: &str,
+    what: &str,
+) -> TantivyError {
     let file = format!("{}.{extension}", segment.uuid_string());
     TantivyError::DataCorruption(DataCorruption::new(
         file.clone().into(),
