@@ -151,8 +151,10 @@ fn layout(data: &[u8], dim: usize, max_doc: Option<u32>) -> Result<Layout, Strin
         ));
     }
     let rows_at = HEADER_LEN + 8 * (file_max_doc as usize).div_ceil(64);
-    // u32 * u32-sized dim cannot overflow u64; the length check precedes any allocation.
-    let rows_len = (file_max_doc as u64).checked_mul(dim as u64 * 4);
+    // Checked arithmetic: the length check must precede any allocation, whatever the header says.
+    let rows_len = (dim as u64)
+        .checked_mul(4)
+        .and_then(|row| row.checked_mul(u64::from(file_max_doc)));
     let trailer = if version == FORMAT_V1 { 0 } else { TRAILER_LEN };
     let expected = rows_len.and_then(|r| r.checked_add((rows_at + trailer) as u64));
     if expected != Some(data.len() as u64) {
