@@ -3,9 +3,17 @@
 //!
 //! - this module: the schema declaration ([`add_dense_field`], [`DenseFieldOptions`]), the
 //!   [`DenseField`] handle and the checks and encoding of one vector;
-//! - [`format`]: the per-segment `.ltrevec` component (layout, reader [`SegmentVectors`], writer);
+//! - [`format`](mod@format): the per-segment `.ltrevec` component (layout, checksums, reader
+//!   [`SegmentVectors`] and its integrity checks);
 //! - `write`: the writer of the component;
 //! - `plugin`: the [`SegmentPlugin`] that writes the component at flush and merge.
+//!
+//! # Integrity
+//!
+//! [`DenseField::segment_vectors`] runs the cheap check of [`format`](mod@format) on every open; a
+//! missing, truncated or damaged file is one `DataCorruption` error naming the field, the
+//! segment, the file and the remedy (`ltre-cli verify`, re-index or restore). The full check
+//! is [`crate::verify::verify_index`].
 //!
 //! # Limits
 //!
@@ -206,7 +214,7 @@ impl DenseField {
     }
 
     /// Opens the vectors of a segment (zero copy on a memory-mapped directory) after the cheap
-    /// integrity check (see [`format`]). A missing, truncated or damaged file gives one
+    /// integrity check (see [`format`](mod@format)). A missing, truncated or damaged file gives one
     /// `DataCorruption` error naming the segment, the file and what to do.
     pub fn segment_vectors(&self, reader: &SegmentReader) -> tantivy::Result<SegmentVectors> {
         let segment = reader.segment_id();
