@@ -98,7 +98,9 @@ impl IdField {
             .ok_or_else(|| Error::Schema(format!("id field `{}` is not a fast field", self.name)))?;
         let mut out = String::new();
         if let Some(ord) = column.term_ords(address.doc_id).next() {
-            column.ord_to_str(ord, &mut out)?;
+            column
+                .ord_to_str(ord, &mut out)
+                .map_err(tantivy::TantivyError::from)?;
         }
         Ok(out)
     }

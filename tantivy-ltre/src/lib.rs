@@ -17,6 +17,8 @@
 //!   versioned query encoders with activation and rollback, document-vector checksums.
 //! - `live` (feature `encoder`): `LiveEncoder`, the active query encoder, reloaded when
 //!   an activation or rollback changes it.
+//! - [`finetune`]: fine-tunes an index's query encoder in place from judged queries (LTRe),
+//!   with held-out selection, a guarded deployment and a report; works on any schema.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
 //!
 //! # Adding a dense field to an application's index
@@ -79,6 +81,7 @@ pub mod embedder;
 pub mod encoders;
 pub mod error;
 pub mod field;
+pub mod finetune;
 pub mod fusion;
 pub mod lexical;
 #[cfg(feature = "encoder")]
