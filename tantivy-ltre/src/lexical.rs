@@ -95,7 +95,9 @@ impl IdField {
             .segment_reader(address.segment_ord)
             .fast_fields()
             .str(&self.name)?
-            .ok_or_else(|| Error::Schema(format!("id field `{}` is not a fast field", self.name)))?;
+            .ok_or_else(|| {
+                Error::Schema(format!("id field `{}` is not a fast field", self.name))
+            })?;
         let mut out = String::new();
         if let Some(ord) = column.term_ords(address.doc_id).next() {
             column

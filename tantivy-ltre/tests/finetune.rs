@@ -141,11 +141,7 @@ fn tunable(app: &App) -> TunableIndex {
     .with_lexical_fields(vec![app.title])
 }
 
-fn finish(
-    index: &TunableIndex,
-    data: &TrainingData,
-    options: &FineTuneOptions,
-) -> FineTuneReport {
+fn finish(index: &TunableIndex, data: &TrainingData, options: &FineTuneOptions) -> FineTuneReport {
     let stop = AtomicBool::new(false);
     match index.fine_tune(data, options, &stop, &mut |_| {}).unwrap() {
         FineTuneOutcome::Finished(report) => *report,
@@ -195,7 +191,13 @@ fn trains_reports_and_deploys_only_when_allowed() {
     assert_eq!(report.deployment, Deployment::NotRequested);
     assert!(app.dir.join("runs/a/summary.json").is_file());
     assert_eq!(store.active_id().unwrap(), BASE_ENCODER);
-    assert!(matches!(events[0], FineTuneEvent::Prepared { train_queries: 18, .. }));
+    assert!(matches!(
+        events[0],
+        FineTuneEvent::Prepared {
+            train_queries: 18,
+            ..
+        }
+    ));
     let steps = events
         .iter()
         .filter(|e| matches!(e, FineTuneEvent::Step { .. }))
@@ -205,7 +207,11 @@ fn trains_reports_and_deploys_only_when_allowed() {
     // Deploying follows the held-out result.
     let report = finish(&index, &data, &options.clone().deploy(true));
     match &report.deployment {
-        Deployment::Deployed { id, previous, forced } => {
+        Deployment::Deployed {
+            id,
+            previous,
+            forced,
+        } => {
             assert!(report.improved());
             assert!(!forced);
             assert_eq!(previous, BASE_ENCODER);
@@ -268,7 +274,10 @@ fn interrupted_run_resumes_to_the_same_parameters() {
         })
         .unwrap();
     let FineTuneOutcome::Interrupted {
-        phase, step, run_dir, ..
+        phase,
+        step,
+        run_dir,
+        ..
     } = outcome
     else {
         panic!("expected an interruption, got {outcome:?}");
@@ -339,7 +348,12 @@ fn clear_errors_for_bad_inputs() {
         .to_string();
     assert!(err.contains("id field `sku`"), "{err}");
     let err = index
-        .fine_tune(&judged(), &options.clone().start_encoder("ltre-0042"), &stop, &mut |_| {})
+        .fine_tune(
+            &judged(),
+            &options.clone().start_encoder("ltre-0042"),
+            &stop,
+            &mut |_| {},
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("no encoder `ltre-0042`"), "{err}");

@@ -168,15 +168,24 @@ mod tests {
 
     #[test]
     fn sha256_ignores_order_and_sees_grades() {
-        let a = JudgedQuery::new("q1", "red shoes").judge("d1", 1).judge("d2", 2);
+        let a = JudgedQuery::new("q1", "red shoes")
+            .judge("d1", 1)
+            .judge("d2", 2);
         let b = JudgedQuery::new("q2", "blue hat").judge("d3", 1);
-        let a_swapped = JudgedQuery::new("q1", "red shoes").judge("d2", 2).judge("d1", 1);
+        let a_swapped = JudgedQuery::new("q1", "red shoes")
+            .judge("d2", 2)
+            .judge("d1", 1);
         assert_eq!(
             judged_sha256(&[a.clone(), b.clone()]),
             judged_sha256(&[b.clone(), a_swapped])
         );
-        let regraded = JudgedQuery::new("q1", "red shoes").judge("d1", 1).judge("d2", 1);
-        assert_ne!(judged_sha256(&[a, b.clone()]), judged_sha256(&[regraded, b]));
+        let regraded = JudgedQuery::new("q1", "red shoes")
+            .judge("d1", 1)
+            .judge("d2", 1);
+        assert_ne!(
+            judged_sha256(&[a, b.clone()]),
+            judged_sha256(&[regraded, b])
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@
 //! # }
 //! ```
 mod data;
+mod display;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -136,7 +137,10 @@ impl TunableIndex {
                 })
             })
             .collect::<Result<Vec<Field>>>()?;
-        Ok(TunableIndex::new(index, dense, id_field, index_dir).with_lexical_fields(lexical_fields))
+        Ok(
+            TunableIndex::new(index, dense, id_field, index_dir)
+                .with_lexical_fields(lexical_fields),
+        )
     }
 
     /// The Tantivy index.

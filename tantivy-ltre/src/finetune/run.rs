@@ -7,9 +7,7 @@ use ltre_core::encoder::EncoderOptions;
 use ltre_core::fsutil::write_atomic;
 use ltre_core::params::ParamStore;
 use ltre_core::train_step::{QueryTower, TowerOptions};
-use ltre_core::trainer::{
-    evaluate_queries, split_dev, Objective, RunOutcome, TrainQuery, Trainer,
-};
+use ltre_core::trainer::{evaluate_queries, split_dev, Objective, RunOutcome, TrainQuery, Trainer};
 use ndarray::ArrayView2;
 use tantivy::collector::TopDocs;
 use tantivy::{ReloadPolicy, Searcher};
@@ -79,7 +77,10 @@ pub(super) fn fine_tune(
     if !start_dir.is_dir() {
         return Err(Error::Invalid(format!(
             "no encoder `{start_id}` in {}; EncoderStore::list shows the installed ones",
-            target.index_dir.join(crate::encoders::ENCODERS_DIR).display()
+            target
+                .index_dir
+                .join(crate::encoders::ENCODERS_DIR)
+                .display()
         )));
     }
     let tower_options = TowerOptions {
@@ -254,7 +255,8 @@ pub(super) fn fine_tune(
             Deployment::NotImproved
         };
     }
-    let summary = serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
+    let summary =
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&run_dir.join("summary.json"), summary.as_bytes())?;
     Ok(FineTuneOutcome::Finished(Box::new(report)))
 }
