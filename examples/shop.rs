@@ -133,22 +133,15 @@ fn main() -> Result<()> {
                     Ok((id, _)) => *served.lock().unwrap().entry(id).or_default() += 1,
                     Err(e) => failures.lock().unwrap().push(e.to_string()),
                 }
+                // A steady query stream, leaving the cores mostly to training.
+                std::thread::sleep(Duration::from_millis(2));
             }
         });
         let mut result = fine_tune(&shop, &args);
         if let Ok(Some(id)) = result.as_ref().map(|r| r.deployed_id().map(str::to_string)) {
             // Keep searching until the searcher thread has served with the new encoder.
             if let Err(e) = wait_for(|| served.lock().unwrap().contains_key(&id)) {
-                let load = Encoder::load_with(
-                    EncoderStore::new(&shop.dir).encoder_dir(&id)?,
-                    encoder_options(1),
-                );
-                result = Err(format!(
-                    "{e} (live: `{}`, loading `{id}`: {:?})",
-                    live.current_id(),
-                    load.err()
-                )
-                .into());
+                result = Err(e);
             }
         }
         done.store(true, Ordering::SeqCst);
