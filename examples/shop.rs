@@ -43,8 +43,9 @@ use ltre::tantivy::lexical::{bag_of_words, IdField};
 use ltre::tantivy::live::LiveEncoder;
 use ltre::tantivy::{
     add_dense_field, DenseField, DenseFieldOptions, DenseIndexWriter, EmbeddingWriter,
-    HybridSearcher, Rrf,
+    HybridCollector, Rrf,
 };
+use tantivy::collector::Count;
 use tantivy::query::{Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, Value, FAST, STORED, STRING, TEXT};
 use tantivy::{Index, Searcher, TantivyDocument, Term};
@@ -362,7 +363,9 @@ fn search(
     Ok((id, out))
 }
 
-/// The fused top `k` of the lexical and dense queries within `filter`.
+/// The fused top `k` of the lexical and dense queries within `filter`, as one Tantivy search:
+/// the filtered lexical query is what the searcher runs, the collector scores the dense leg per
+/// segment and fuses the global ranks; `Count` rides along in the same pass.
 fn hybrid_search(
     shop: &Shop,
     searcher: &Searcher,
@@ -371,14 +374,11 @@ fn hybrid_search(
     filter: &dyn Query,
     k: usize,
 ) -> Result<Vec<tantivy::DocAddress>> {
-    let hits = HybridSearcher::new(searcher, &shop.dense).search(
-        lexical,
-        vector,
-        Some(filter),
-        &Rrf::default(),
-        k,
-    )?;
-    Ok(hits.into_iter().map(|(_, address)| address).collect())
+    let collector = HybridCollector::new(&shop.dense, vector, Rrf::default(), k)?
+        .with_filter(filter.box_clone());
+    let lexical = collector.filtered_lexical(lexical);
+    let (_lexical_matches, hits) = searcher.search(&*lexical, &(Count, collector))?;
+    Ok(hits.into_iter().map(|hit| hit.address).collect())
 }
 
 fn print_hits(
