@@ -148,6 +148,62 @@ pub struct Manifest {
     pub train: Option<TrainGraphInfo>,
 }
 
+/// A short human-readable summary (architecture, embedding, truncation, training graphs), as
+/// `ltre-cli export-onnx` prints it.
+impl std::fmt::Display for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.architecture;
+        write!(
+            f,
+            "  bert: {} layers, hidden {}, {} heads, vocab {}\n  embedding: dim {}, {:?} pooling, normalize {}\n  max length: query {}, document {}",
+            a.num_hidden_layers,
+            a.hidden_size,
+            a.num_attention_heads,
+            a.vocab_size,
+            self.embedding_dim,
+            self.pooling,
+            self.normalize,
+            self.query_max_length,
+            self.document_max_length
+        )?;
+        if let Some(t) = &self.train {
+            write!(
+                f,
+                "\n  training: {}, {} + {} ({} parameters, word embeddings {:?})",
+                t.file,
+                t.forward_file,
+                t.backward_file.as_deref().unwrap_or("-"),
+                t.parameters.len(),
+                t.word_embeddings
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The default exported model of `ltre-cli embed` (`.ltre/models/all-MiniLM-L6-v2-onnx`) under
+/// the nearest ancestor of `from` that holds `.ltre/`; the error says how to create it.
+pub fn default_model_dir(from: &Path) -> Result<std::path::PathBuf> {
+    const DEFAULT_MODEL: &str = ".ltre/models/all-MiniLM-L6-v2-onnx";
+    let Some(root) = from.ancestors().find(|d| d.join(".ltre").is_dir()) else {
+        return Err(Error::Invalid(format!(
+            "no model given and no .ltre/ directory in {} or its parents; pass a model directory (an `ltre-cli export-onnx` output), or run from inside the ltre repository after `bash scripts/setup.sh`",
+            from.display()
+        )));
+    };
+    let dir = root.join(DEFAULT_MODEL);
+    if !dir.join(MANIFEST_FILE).is_file() {
+        let models = root.join(".ltre").join("models");
+        return Err(Error::Invalid(format!(
+            "no model given and the default model {} does not exist; create it with `ltre-cli export-onnx --model {} --out {}` (the checkpoint comes from `bash scripts/setup.sh`)",
+            dir.display(),
+            models.join("all-MiniLM-L6-v2").display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 impl Manifest {
     /// Reads `manifest.json` from a model directory.
     pub fn load(dir: &Path) -> Result<Manifest> {
