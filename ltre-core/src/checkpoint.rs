@@ -146,12 +146,23 @@ impl BertConfig {
             ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
             ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
             ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
-            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE_SIZE),
-            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
             ("type_vocab_size", self.type_vocab_size, MAX_TYPE_VOCAB_SIZE),
         ] {
             if v > cap {
-                return bad(field, format!("{v} is larger than the supported maximum {cap}"));
+                return bad(
+                    field,
+                    format!("{v} is larger than the supported maximum {cap}"),
+                );
             }
         }
         if self.parameter_count().is_none_or(|n| n > MAX_PARAMETERS) {

@@ -203,7 +203,11 @@ impl Manifest {
         }
         if let Some(train) = &self.train {
             // Graph files are opened as `dir.join(name)`: a path here would leave the directory.
-            let names = [("train.file", Some(&train.file)), ("train.forward_file", Some(&train.forward_file)), ("train.backward_file", train.backward_file.as_ref())];
+            let names = [
+                ("train.file", Some(&train.file)),
+                ("train.forward_file", Some(&train.forward_file)),
+                ("train.backward_file", train.backward_file.as_ref()),
+            ];
             for (field, name) in names {
                 if let Some(name) = name.filter(|n| !is_plain_file_name(n)) {
                     return Err(format!(

@@ -322,7 +322,9 @@ fn read_step(a: &ArrayD<f32>, path: &Path) -> Result<u64> {
         }
         Some(&[s]) => Err(Error::bad_file(
             path,
-            format!("optimizer state: `step` is {s}, not a whole number >= 0; delete it to restart"),
+            format!(
+                "optimizer state: `step` is {s}, not a whole number >= 0; delete it to restart"
+            ),
         )),
         _ => Err(Error::bad_file(
             path,

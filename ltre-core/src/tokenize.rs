@@ -246,14 +246,18 @@ fn check_templates(v: &Value) -> std::result::Result<(), String> {
                 for (name, special) in specials.into_iter().flatten() {
                     let len = |k: &str| special.get(k).and_then(Value::as_array).map(Vec::len);
                     if len("ids") != len("tokens") {
-                        return Err(format!("special token `{name}` has a different number of ids and tokens"));
+                        return Err(format!(
+                            "special token `{name}` has a different number of ids and tokens"
+                        ));
                     }
                 }
                 for template in ["single", "pair"] {
                     let pieces = map.get(template).and_then(Value::as_array);
                     for piece in pieces.into_iter().flatten() {
                         let id = piece.pointer("/SpecialToken/id").and_then(Value::as_str);
-                        if let Some(id) = id.filter(|id| !specials.is_some_and(|s| s.contains_key(*id))) {
+                        if let Some(id) =
+                            id.filter(|id| !specials.is_some_and(|s| s.contains_key(*id)))
+                        {
                             return Err(format!("template `{template}` uses special token `{id}`, which `special_tokens` does not define"));
                         }
                     }

@@ -54,9 +54,13 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Flip { at, byte }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 0..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 0..16)
+        )
             .prop_map(|(at, bytes)| Mutation::Splice { at, bytes }),
-        prop_oneof![any::<u64>(), Just(u64::MAX), Just(1 << 40), Just(0)].prop_map(Mutation::Prefix),
+        prop_oneof![any::<u64>(), Just(u64::MAX), Just(1 << 40), Just(0)]
+            .prop_map(Mutation::Prefix),
     ]
 }
 
@@ -107,7 +111,12 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Replaces, removes or adds fields of `base` (top level and one level down).
 fn mutate_fields(base: Value) -> impl Strategy<Value = Value> {
     let edits = proptest::collection::vec(
-        (any::<prop::sample::Index>(), any::<prop::sample::Index>(), 0u8..4, json_value()),
+        (
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+            0u8..4,
+            json_value(),
+        ),
         1..4,
     );
     edits.prop_map(move |edits| {
@@ -393,7 +402,10 @@ fn jsonl_line() -> impl Strategy<Value = Vec<u8>> {
     });
     let garbage = proptest::collection::vec(any::<u8>(), 0..40);
     let deep = (1usize..400).prop_map(|n| "[".repeat(n).into_bytes());
-    (prop_oneof![4 => obj, 1 => garbage, 1 => deep], prop_oneof![Just("\n"), Just("\r\n"), Just("")])
+    (
+        prop_oneof![4 => obj, 1 => garbage, 1 => deep],
+        prop_oneof![Just("\n"), Just("\r\n"), Just("")],
+    )
         .prop_map(|(mut l, end)| {
             l.extend_from_slice(end.as_bytes());
             l
@@ -410,7 +422,8 @@ fn qrels_line() -> impl Strategy<Value = Vec<u8>> {
         Just("+2".to_string()),
         "[^\\s]{1,6}",
     ];
-    let cols = proptest::collection::vec(col, 0..6).prop_map(|c| format!("{}\n", c.join("\t")).into_bytes());
+    let cols = proptest::collection::vec(col, 0..6)
+        .prop_map(|c| format!("{}\n", c.join("\t")).into_bytes());
     let garbage = proptest::collection::vec(any::<u8>(), 0..24);
     prop_oneof![5 => cols, 1 => garbage]
 }
@@ -438,12 +451,30 @@ fn smart_line() -> impl Strategy<Value = Vec<u8>> {
 /// `(in [optimizer], key, TOML value)`, keys from the real schema plus an unknown one.
 fn train_entry() -> impl Strategy<Value = (bool, String, String)> {
     let top = [
-        "seed", "epochs", "batch_size", "objective", "top_n", "rr_cut", "temperature",
-        "negatives", "index", "nprobe", "warmup_ratio", "checkpoint_every", "dev_fraction",
-        "max_steps", "bogus",
+        "seed",
+        "epochs",
+        "batch_size",
+        "objective",
+        "top_n",
+        "rr_cut",
+        "temperature",
+        "negatives",
+        "index",
+        "nprobe",
+        "warmup_ratio",
+        "checkpoint_every",
+        "dev_fraction",
+        "max_steps",
+        "bogus",
     ];
     let opt = [
-        "lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm", "warmup_steps",
+        "lr",
+        "beta1",
+        "beta2",
+        "eps",
+        "weight_decay",
+        "max_grad_norm",
+        "warmup_steps",
         "total_steps",
     ];
     let value = prop_oneof![
@@ -506,10 +537,7 @@ fn config_sizes_that_would_allocate_terabytes_are_refused() {
         let path = write(dir.path(), "config.json", cfg.to_string().as_bytes());
         let err = BertConfig::load(&path).expect_err(&format!("{field} = {value}"));
         let msg = err.to_string();
-        assert!(
-            msg.contains("config.json") && msg.contains(field),
-            "{msg}"
-        );
+        assert!(msg.contains("config.json") && msg.contains(field), "{msg}");
     }
 }
 

@@ -28,18 +28,18 @@ pub fn assert_names_file(err: &ltre_core::Error, path: &Path) {
         .file_name()
         .and_then(|n| n.to_str())
         .expect("fuzz inputs have UTF-8 names");
-    assert!(
-        msg.contains(name),
-        "error does not name {name}: {msg}"
-    );
+    assert!(msg.contains(name), "error does not name {name}: {msg}");
 }
 
 /// A small valid safetensors file: an f32 matrix, an f32 vector and an integer tensor that
 /// the loader skips.
 pub fn valid_safetensors() -> Vec<u8> {
     let mut store = ParamStore::new();
-    let w = ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), vec![0.5f32, -1.0, 2.0, 0.0, 3.5, 1e-3])
-        .expect("shape matches");
+    let w = ArrayD::from_shape_vec(
+        ndarray::IxDyn(&[2, 3]),
+        vec![0.5f32, -1.0, 2.0, 0.0, 3.5, 1e-3],
+    )
+    .expect("shape matches");
     store.insert("bert.w", w);
     store.insert("b", ArrayD::from_elem(ndarray::IxDyn(&[3]), 0.25f32));
     let dir = tempfile::tempdir().expect("tempdir");
