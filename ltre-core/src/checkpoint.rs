@@ -36,6 +36,17 @@ pub const MAX_TYPE_VOCAB_SIZE: usize = 1 << 16;
 /// Largest total parameter count accepted (64 GiB of f32).
 pub const MAX_PARAMETERS: usize = 1 << 34;
 
+/// The integer size fields of `config.json`.
+const SIZE_FIELDS: [&str; 7] = [
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+];
+
 /// Model types the exporter understands.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
@@ -111,6 +122,16 @@ impl BertConfig {
                     path,
                     format!("missing string field `model_type` (expected one of: {})", SUPPORTED_MODEL_TYPES.join(", ")),
                 ))
+            }
+        }
+        // serde's own message for a mistyped field ("invalid type: string, expected usize")
+        // does not say which field.
+        for field in SIZE_FIELDS {
+            if let Some(v) = raw.get(field).filter(|v| !v.is_u64()) {
+                return Err(Error::bad_file(
+                    path,
+                    format!("field `{field}`: expected a positive integer, found {v}"),
+                ));
             }
         }
         let config: BertConfig = serde_json::from_value(raw).map_err(|e| {
@@ -422,6 +443,19 @@ impl Checkpoint {
         if let Some(modules) = &modules {
             hints.normalize = Some(modules.iter().any(|m| m.kind.ends_with(".Normalize")));
             if let Some(p) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
+                // Joined onto the checkpoint directory: it must not lead out of it.
+                let inside = Path::new(&p.path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(Error::bad_file(
+                        &modules_path,
+                        format!(
+                            "the Pooling module's path \"{}\" is not a folder inside the checkpoint",
+                            p.path
+                        ),
+                    ));
+                }
                 pooling_dir = p.path.clone();
             }
         }

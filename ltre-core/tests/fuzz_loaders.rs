@@ -505,6 +505,97 @@ fn train_entry() -> impl Strategy<Value = (bool, String, String)> {
         .prop_map(|(in_opt, t, o, v)| (in_opt, if in_opt { o } else { t }.to_string(), v))
 }
 
+/// A tiny valid checkpoint directory, written once and copied per case.
+fn tiny_checkpoint() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ltre_core::testing::TinyBertSpec {
+            hidden: 8,
+            layers: 1,
+            intermediate: 16,
+            max_position: 16,
+            ..Default::default()
+        };
+        ltre_core::testing::write_tiny_bert(dir.path(), &spec).unwrap();
+        dir
+    })
+    .path()
+}
+
+/// The tiny checkpoint's `config.json`, so that some edits still load.
+fn tiny_config() -> Value {
+    let text = std::fs::read(tiny_checkpoint().join("config.json")).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+/// Which file of a checkpoint directory a case corrupts.
+#[derive(Debug, Clone)]
+enum CheckpointEdit {
+    Config(Value),
+    Weights(Vec<Mutation>),
+    Modules(Value),
+    Pooling(Value),
+    SentenceBert(Value),
+}
+
+fn checkpoint_edit() -> impl Strategy<Value = CheckpointEdit> {
+    let st_module = (
+        json_value(),
+        proptest::sample::select(vec![
+            "sentence_transformers.models.Pooling",
+            "sentence_transformers.models.Normalize",
+            "x",
+        ]),
+    )
+        .prop_map(|(path, kind)| json!({"idx": 0, "name": "1", "path": path, "type": kind}));
+    prop_oneof![
+        mutate_fields(tiny_config()).prop_map(CheckpointEdit::Config),
+        proptest::collection::vec(mutation(), 1..3).prop_map(CheckpointEdit::Weights),
+        prop_oneof![
+            json_value(),
+            proptest::collection::vec(st_module, 0..3).prop_map(Value::from),
+            Just(json!([{"path": "../..", "type": "sentence_transformers.models.Pooling"}])),
+        ]
+        .prop_map(CheckpointEdit::Modules),
+        mutate_fields(
+            json!({"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true,
+            "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false})
+        )
+        .prop_map(CheckpointEdit::Pooling),
+        json_value().prop_map(CheckpointEdit::SentenceBert),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn checkpoint_directory(edit in checkpoint_edit()) {
+        let src = tiny_checkpoint();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "1_Pooling/config.json"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let json_to = |name: &str, v: &Value| write(dir.path(), name, v.to_string().as_bytes());
+        match &edit {
+            CheckpointEdit::Config(v) => { json_to("config.json", v); }
+            CheckpointEdit::Weights(m) => {
+                let bytes = apply(std::fs::read(src.join("model.safetensors")).unwrap(), m);
+                write(dir.path(), "model.safetensors", &bytes);
+            }
+            CheckpointEdit::Modules(v) => { json_to("modules.json", v); }
+            CheckpointEdit::Pooling(v) => { json_to("1_Pooling/config.json", v); }
+            CheckpointEdit::SentenceBert(v) => { json_to("sentence_bert_config.json", v); }
+        }
+        if let Err(e) = ltre_core::checkpoint::Checkpoint::load(dir.path()) {
+            let msg = e.to_string();
+            prop_assert!(msg.contains(&dir.path().display().to_string()), "{}", msg);
+        }
+    }
+}
+
 #[test]
 fn safetensors_terabyte_header_length_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -531,6 +622,9 @@ fn config_sizes_that_would_allocate_terabytes_are_refused() {
         ("num_attention_heads", json!(3)),
         ("layer_norm_eps", json!(-1.0)),
         ("layer_norm_eps", json!(0.0)),
+        ("intermediate_size", json!(-16)),
+        ("hidden_size", json!("8")),
+        ("vocab_size", json!(16.5)),
     ] {
         let mut cfg = valid_config();
         cfg[field] = value.clone();

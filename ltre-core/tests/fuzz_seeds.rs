@@ -131,6 +131,17 @@ fn smart_seeds() {
 }
 
 #[test]
+fn modules_json_seeds() {
+    let ckpt = tempfile::tempdir().unwrap();
+    ltre_core::testing::write_tiny_bert(ckpt.path(), &Default::default()).unwrap();
+    replay("modules", |p| {
+        let path = ckpt.path().join("modules.json");
+        std::fs::copy(p, &path).unwrap();
+        (ltre_core::checkpoint::Checkpoint::load(ckpt.path()), path)
+    });
+}
+
+#[test]
 fn train_config_seeds() {
     replay("train-config", |p| (TrainConfig::load(p), p.into()));
 }
