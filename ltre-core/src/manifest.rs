@@ -28,6 +28,14 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of the Hugging Face config copied next to the weights.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// The `format_version` this ltre writes and reads.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// A bare file name: no separator, not empty, not `.` or `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// Input and output names shared by every graph ltre writes.
 pub mod io_names {
     /// Token ids, int64 `[batch, seq]`.
@@ -218,8 +226,53 @@ impl Manifest {
                 Error::io(&path, e)
             }
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))?;
+        manifest
+            .validate()
+            .map_err(|m| Error::bad_file(&path, format!("invalid manifest: {m}")))?;
+        Ok(manifest)
+    }
+
+    /// What [`crate::export`] guarantees and the encoder and trainer rely on; a hand-edited or
+    /// newer manifest that breaks it is refused rather than misread.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(format!(
+                "field `format_version`: {} is not supported (this ltre reads {MANIFEST_FORMAT_VERSION}); re-export the model",
+                self.format_version
+            ));
+        }
+        if self.embedding_dim == 0 {
+            return Err("field `embedding_dim`: must be positive".into());
+        }
+        let positions = self.architecture.max_position_embeddings;
+        for (field, n) in [
+            ("query_max_length", self.query_max_length),
+            ("document_max_length", self.document_max_length),
+        ] {
+            if n < 2 || n > positions {
+                return Err(format!(
+                    "field `{field}`: {n} must lie in [2, {positions}] (architecture.max_position_embeddings)"
+                ));
+            }
+        }
+        if let Some(train) = &self.train {
+            // Graph files are opened as `dir.join(name)`: a path here would leave the directory.
+            let names = [
+                ("train.file", Some(&train.file)),
+                ("train.forward_file", Some(&train.forward_file)),
+                ("train.backward_file", train.backward_file.as_ref()),
+            ];
+            for (field, name) in names {
+                if let Some(name) = name.filter(|n| !is_plain_file_name(n)) {
+                    return Err(format!(
+                        "field `{field}`: \"{name}\" is not a file name inside the model directory"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `manifest.json` into `dir`.
