@@ -122,6 +122,7 @@ pub mod live;
 pub mod migrate;
 pub mod query;
 pub mod registry;
+pub mod registry_log;
 pub mod scan;
 pub mod search;
 pub mod writer;
