@@ -76,7 +76,9 @@ fn fixture(root: &Path, depth: usize) -> PathBuf {
     let store = EncoderStore::new(&dir);
     for (id, from) in [("ltre-0001", &other), ("ltre-0002", &model)] {
         assert_eq!(
-            store.install_version(from, EncoderRecord::new("tiny")).unwrap(),
+            store
+                .install_version(from, EncoderRecord::new("tiny"))
+                .unwrap(),
             id
         );
     }
@@ -310,7 +312,11 @@ fn killed_switches_resume() {
 
         // The same command again succeeds and leaves everything consistent.
         let out = cli(&index, &args).output().unwrap();
-        assert!(out.status.success(), "trial {trial}: {}", describe(&args, &out));
+        assert!(
+            out.status.success(),
+            "trial {trial}: {}",
+            describe(&args, &out)
+        );
         assert_consistent(&index);
         if args[0] == "activate" {
             assert_eq!(store.active_id().unwrap(), args[1], "trial {trial}");
@@ -321,7 +327,11 @@ fn killed_switches_resume() {
             let history = store.history().unwrap();
             assert!(history.iter().rev().take(2).any(|e| e.id == last));
         }
-        assert!(leftovers(&index).is_empty(), "trial {trial}: {:?}", leftovers(&index));
+        assert!(
+            leftovers(&index).is_empty(),
+            "trial {trial}: {:?}",
+            leftovers(&index)
+        );
     }
     eprintln!(
         "{trials} trials (seed {seed}): {in_window} killed in the commit window, {repaired} left ACTIVE behind HISTORY and were repaired"

@@ -364,31 +364,33 @@ impl EncoderStore {
         // A hidden sibling (skipped by `list`), renamed to the version id once complete.
         let staging = unique_sibling(&self.dir.join(STAGING_NAME), "staging");
         // The copy runs unlocked; numbering and the rename under the lock.
-        let result = copy_dir(model_dir, &staging).map_err(Error::from).and_then(|()| {
-            let journal = Journal::open(&self.dir)?;
-            remove_stale_siblings(&self.dir.join(STAGING_NAME));
-            let mut number = self.last_version_number(&journal.entries)? + 1;
-            loop {
-                let id = format!("{VERSION_PREFIX}{number:04}");
-                record.id = id.clone();
-                write_record(&staging.join(RECORD_FILE), &record)?;
-                let target = self.dir.join(&id);
-                // rename() refuses an existing non-empty directory: a concurrent install that
-                // took this id makes us try the next one.
-                match std::fs::rename(&staging, &target) {
-                    Ok(()) => {
-                        write_atomically(
-                            &self.dir.join(LAST_VERSION_FILE),
-                            format!("{number}\n").as_bytes(),
-                        )?;
-                        return Ok(id);
+        let result = copy_dir(model_dir, &staging)
+            .map_err(Error::from)
+            .and_then(|()| {
+                let journal = Journal::open(&self.dir)?;
+                remove_stale_siblings(&self.dir.join(STAGING_NAME));
+                let mut number = self.last_version_number(&journal.entries)? + 1;
+                loop {
+                    let id = format!("{VERSION_PREFIX}{number:04}");
+                    record.id = id.clone();
+                    write_record(&staging.join(RECORD_FILE), &record)?;
+                    let target = self.dir.join(&id);
+                    // rename() refuses an existing non-empty directory: a concurrent install that
+                    // took this id makes us try the next one.
+                    match std::fs::rename(&staging, &target) {
+                        Ok(()) => {
+                            write_atomically(
+                                &self.dir.join(LAST_VERSION_FILE),
+                                format!("{number}\n").as_bytes(),
+                            )?;
+                            return Ok(id);
+                        }
+                        // A directory made by hand (or by an older, unlocked tool): skip its id.
+                        Err(_) if target.exists() => number += 1,
+                        Err(e) => return Err(Error::io(&target, e)),
                     }
-                    // A directory made by hand (or by an older, unlocked tool): skip its id.
-                    Err(_) if target.exists() => number += 1,
-                    Err(e) => return Err(Error::io(&target, e)),
                 }
-            }
-        });
+            });
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }
