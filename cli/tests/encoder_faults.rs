@@ -308,6 +308,13 @@ fn killed_switches_resume() {
         let behind = after_kill != last;
         if behind {
             repaired += 1;
+            // `list` stays read-only but reports the interrupted switch.
+            let out = cli(&index, &["list"]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stderr.contains("interrupted switch"),
+                "{stderr}"
+            );
         }
 
         // The same command again succeeds and leaves everything consistent.
