@@ -29,10 +29,15 @@ fn assert_consistent(store: &EncoderStore) {
         history.last().map(|e| e.id.clone())
     );
     let mut stack: Vec<&str> = Vec::new();
-    for entry in &history {
+    for (i, entry) in history.iter().enumerate() {
         if entry.action == "rollback" {
             stack.pop();
-            assert_eq!(stack.last(), Some(&entry.id.as_str()), "{history:?}");
+            assert_eq!(
+                stack.last(),
+                Some(&entry.id.as_str()),
+                "HISTORY line {}: a rollback that is not a pop",
+                i + 1
+            );
         } else {
             stack.push(&entry.id);
         }
