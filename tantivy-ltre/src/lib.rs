@@ -125,6 +125,7 @@ pub mod live;
 pub mod migrate;
 pub mod query;
 pub mod registry;
+pub mod registry_log;
 pub mod scan;
 pub mod search;
 pub mod writer;
