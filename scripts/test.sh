@@ -7,3 +7,10 @@ cd "$root"
 bash scripts/setup.sh
 cargo test --workspace --all-targets --no-fail-fast
 cargo test --workspace --doc
+# The application example: own schema, hybrid search with a filter, fine-tune in place while
+# searching, rollback. Tiny random model always; all-MiniLM-L6-v2 (1 epoch) when present. The test
+# profile reuses what the tests built.
+cargo run --profile test --example shop
+if [ -f .ltre/models/all-MiniLM-L6-v2/model.safetensors ]; then
+  cargo run --profile test --example shop -- --checkpoint .ltre/models/all-MiniLM-L6-v2 --epochs 1
+fi

@@ -5,15 +5,11 @@
 //! ltre-cli embed --model DIR --document "Scurvy is caused by a lack of vitamin C."
 //! ```
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ltre_core::encoder::{EncoderOptions, TextKind};
 use ltre_core::Encoder;
-
-/// Where `ltre-cli embed` looks for a model when `--model` is omitted, relative to the directory
-/// holding `.ltre/`.
-pub const DEFAULT_MODEL: &str = ".ltre/models/all-MiniLM-L6-v2-onnx";
 
 /// Arguments of `ltre-cli embed`.
 #[derive(clap::Args)]
@@ -40,7 +36,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = match args.model {
         Some(dir) => dir,
-        None => default_model()?,
+        None => ltre_core::manifest::default_model_dir(
+            &std::env::current_dir().context("reading the current directory")?,
+        )?,
     };
     let mut options = EncoderOptions::default();
     if let Some(threads) = args.threads {
@@ -59,33 +57,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     serde_json::to_writer(&mut out, &rows)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// `DEFAULT_MODEL` under the nearest ancestor of the working directory that holds `.ltre/`.
-fn default_model() -> anyhow::Result<PathBuf> {
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    let Some(root) = cwd.ancestors().find(|d| d.join(".ltre").is_dir()) else {
-        bail!(
-            "no --model given and no .ltre/ directory in {} or its parents; pass --model DIR (an `ltre-cli export-onnx` output), or run from inside the ltre repository after `bash scripts/setup.sh`",
-            cwd.display()
-        );
-    };
-    let dir = root.join(DEFAULT_MODEL);
-    if !dir.join(ltre_core::manifest::MANIFEST_FILE).is_file() {
-        bail!(
-            "no --model given and the default model {} does not exist; {}",
-            dir.display(),
-            export_hint(root)
-        );
-    }
-    Ok(dir)
-}
-
-fn export_hint(root: &Path) -> String {
-    let models = root.join(".ltre").join("models");
-    format!(
-        "create it with `ltre-cli export-onnx --model {} --out {}` (the checkpoint comes from `bash scripts/setup.sh`)",
-        models.join("all-MiniLM-L6-v2").display(),
-        models.join("all-MiniLM-L6-v2-onnx").display()
-    )
 }

@@ -2,6 +2,10 @@
 //!
 //! Activation is a rename of `INDEX/encoders/ACTIVE`; running searchers (a [`LiveEncoder`]
 //! inside an application, or a long `ltre-cli eval`) pick it up on their next query.
+//! `activate` and `rollback` may run concurrently from any number of processes: the registry
+//! lock (`INDEX/encoders/.lock`) runs them one at a time. A command killed mid-way either did
+//! not happen or did (see `tantivy_ltre::registry_log`); `list` reports a switch whose ACTIVE
+//! write was interrupted, and the next `activate` or `rollback` completes it first.
 //!
 //! [`LiveEncoder`]: tantivy_ltre::live::LiveEncoder
 use std::path::{Path, PathBuf};
@@ -56,6 +60,17 @@ fn list(index: &Path, json: bool) -> Result<()> {
         );
     }
     let active = store.active_id().ok();
+    // Read-only: report an interrupted switch rather than repair it here.
+    if let Some(last) = store.history().ok().and_then(|h| h.last().cloned()) {
+        if active.as_deref() != Some(last.id.as_str()) {
+            eprintln!(
+                "warning: ACTIVE names {} but HISTORY ends with `{}` (an interrupted switch); \
+                 the next `encoder activate` or `rollback` completes it",
+                active.as_deref().unwrap_or("nothing"),
+                last.id
+            );
+        }
+    }
     if json {
         let rows: Vec<serde_json::Value> = records
             .iter()

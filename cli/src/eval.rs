@@ -9,7 +9,9 @@ use ltre_core::data::{read_qrels, read_queries};
 use ltre_core::metrics::{write_trec_run, DEFAULT_METRICS};
 use tantivy_ltre::eval::{evaluate_queries, EvalOptions};
 
-use crate::search::{Mode, RetrievalArgs};
+use tantivy_ltre::RetrievalMode;
+
+use crate::search::RetrievalArgs;
 
 /// Arguments.
 #[derive(clap::Args)]
@@ -60,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let evaluation = &report.evaluation;
     let mode = match args.retrieval.mode {
-        Mode::Hybrid => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
+        RetrievalMode::Hybrid => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
         other => format!("{other:?}").to_lowercase(),
     };
     if args.json {

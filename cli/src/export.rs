@@ -81,30 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.out.display()
         )
     })?;
-    let a = &m.architecture;
     println!(
-        "exported {} -> {}\n  bert: {} layers, hidden {}, {} heads, vocab {}\n  embedding: dim {}, {:?} pooling, normalize {}\n  max length: query {}, document {}",
+        "exported {} -> {}\n{m}",
         args.model.display(),
-        args.out.display(),
-        a.num_hidden_layers,
-        a.hidden_size,
-        a.num_attention_heads,
-        a.vocab_size,
-        m.embedding_dim,
-        m.pooling,
-        m.normalize,
-        m.query_max_length,
-        m.document_max_length
+        args.out.display()
     );
-    if let Some(t) = &m.train {
-        println!(
-            "  training: {}, {} + {} ({} parameters, word embeddings {:?})",
-            t.file,
-            t.forward_file,
-            t.backward_file.as_deref().unwrap_or("-"),
-            t.parameters.len(),
-            t.word_embeddings
-        );
-    }
     Ok(())
 }

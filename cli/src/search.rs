@@ -8,17 +8,6 @@ use tantivy_ltre::{
     SearchOptions,
 };
 
-/// Retrieval mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// BM25 over the lexical fields.
-    Bm25,
-    /// Inner product with the active query encoder's embedding.
-    Dense,
-    /// Both, fused (see --fusion).
-    Hybrid,
-}
-
 /// Hybrid fusion method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FusionKind {
@@ -30,15 +19,6 @@ pub enum FusionKind {
     Cascade,
 }
 
-/// Score normalisation of the linear fusion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NormKind {
-    /// Min-max to [0, 1].
-    Minmax,
-    /// Z-score.
-    Zscore,
-}
-
 /// Retrieval options shared by `search` and `eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RetrievalArgs {
@@ -46,8 +26,8 @@ pub struct RetrievalArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// Retrieval mode.
-    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
-    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = RetrievalMode::Hybrid)]
+    pub mode: RetrievalMode,
     /// Fusion of the hybrid mode.
     #[arg(long, value_enum, default_value_t = FusionKind::Rrf)]
     pub fusion: FusionKind,
@@ -58,8 +38,8 @@ pub struct RetrievalArgs {
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
     /// Normalisation of the linear fusion.
-    #[arg(long, value_enum, default_value_t = NormKind::Minmax)]
-    pub normalization: NormKind,
+    #[arg(long, value_enum, default_value_t = Normalization::MinMax)]
+    pub normalization: Normalization,
     /// Candidates per side for fusion (first-stage size of the cascade).
     #[arg(long, default_value_t = 100)]
     pub depth: usize,
@@ -100,7 +80,7 @@ impl RetrievalArgs {
     /// Opens the index with the query encoder the mode needs.
     pub fn open(&self) -> Result<LtreIndex> {
         let query_encoder = match (self.mode, &self.encoder) {
-            (Mode::Bm25, _) => EncoderChoice::None,
+            (RetrievalMode::Bm25, _) => EncoderChoice::None,
             (_, Some(id)) => EncoderChoice::Pinned(id.clone()),
             (_, None) => EncoderChoice::Active,
         };
@@ -110,7 +90,7 @@ impl RetrievalArgs {
             threads: self.threads,
         };
         let index = LtreIndex::open_with(&self.index, &options)?;
-        if self.mode != Mode::Bm25 && index.dense_field().is_none() {
+        if self.mode != RetrievalMode::Bm25 && index.dense_field().is_none() {
             anyhow::bail!(
                 "{}: lexical-only index (built without --model); use --mode bm25",
                 self.index.display()
@@ -122,19 +102,12 @@ impl RetrievalArgs {
     /// The library's search options for these flags, returning `k` documents.
     pub fn search_options(&self, k: usize) -> Result<SearchOptions> {
         let options = SearchOptions {
-            mode: match self.mode {
-                Mode::Bm25 => RetrievalMode::Bm25,
-                Mode::Dense => RetrievalMode::Dense,
-                Mode::Hybrid => RetrievalMode::Hybrid,
-            },
+            mode: self.mode,
             fusion: match self.fusion {
                 FusionKind::Rrf => FusionMethod::Rrf { k: self.rrf_k },
                 FusionKind::Linear => FusionMethod::Linear {
                     alpha: self.alpha,
-                    normalization: match self.normalization {
-                        NormKind::Minmax => Normalization::MinMax,
-                        NormKind::Zscore => Normalization::ZScore,
-                    },
+                    normalization: self.normalization,
                 },
                 FusionKind::Cascade => FusionMethod::Cascade,
             },
@@ -147,16 +120,6 @@ impl RetrievalArgs {
         };
         options.validate()?;
         Ok(options)
-    }
-}
-
-/// What `ltre-cli train` opens for its BM25 negatives (`Retriever::open(&args)`).
-pub struct Retriever;
-
-impl Retriever {
-    /// [`RetrievalArgs::open`]: the [`LtreIndex`] of `args`.
-    pub fn open(args: &RetrievalArgs) -> Result<LtreIndex> {
-        args.open()
     }
 }
 

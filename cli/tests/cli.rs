@@ -6,18 +6,7 @@ use std::process::{Command, Output};
 use ltre_core::testing::export_tiny_model;
 use tantivy_ltre::encoders::{EncoderRecord, EncoderStore};
 
-const CORPUS: &[(&str, &str, &str)] = &[
-    (
-        "d1",
-        "the quick fox",
-        "the quick brown fox jumps over the lazy dog",
-    ),
-    ("d2", "cats", "a cat sleeps all day"),
-    ("d3", "rivers", "water flows down the river to the sea"),
-    ("d4", "fox dens", "a fox digs a den under the tree"),
-    ("d5", "bread", "flour water and salt make bread"),
-    ("d6", "stars", "the night sky is full of stars"),
-];
+const CORPUS: &[(&str, &str, &str)] = ltre_core::testing::TINY_CORPUS;
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
@@ -43,13 +32,7 @@ fn export_tiny(root: &Path, seed: u64) -> PathBuf {
 }
 
 fn write_corpus(path: &Path) {
-    let lines: Vec<String> = CORPUS
-        .iter()
-        .map(|(id, title, text)| {
-            serde_json::json!({"_id": id, "title": title, "text": text}).to_string()
-        })
-        .collect();
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    ltre_core::testing::write_tiny_corpus(path).unwrap();
 }
 
 /// `(id, score)` of a `search --json` output.

@@ -21,6 +21,32 @@ use crate::manifest::{Architecture, Pooling, CONFIG_FILE, TOKENIZER_FILE, WEIGHT
 use crate::params::ParamStore;
 use crate::{Error, Result};
 
+/// Largest `vocab_size` accepted (real BERTs: 30k to 250k).
+pub const MAX_VOCAB_SIZE: usize = 1 << 24;
+/// Largest `hidden_size` accepted.
+pub const MAX_HIDDEN_SIZE: usize = 1 << 15;
+/// Largest `num_hidden_layers` accepted.
+pub const MAX_LAYERS: usize = 1 << 9;
+/// Largest `intermediate_size` accepted.
+pub const MAX_INTERMEDIATE_SIZE: usize = 1 << 17;
+/// Largest `max_position_embeddings` accepted.
+pub const MAX_POSITIONS: usize = 1 << 20;
+/// Largest `type_vocab_size` accepted.
+pub const MAX_TYPE_VOCAB_SIZE: usize = 1 << 16;
+/// Largest total parameter count accepted (64 GiB of f32).
+pub const MAX_PARAMETERS: usize = 1 << 34;
+
+/// The integer size fields of `config.json`.
+const SIZE_FIELDS: [&str; 7] = [
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+];
+
 /// Model types the exporter understands.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
@@ -98,6 +124,16 @@ impl BertConfig {
                 ))
             }
         }
+        // serde's own message for a mistyped field ("invalid type: string, expected usize")
+        // does not say which field.
+        for field in SIZE_FIELDS {
+            if let Some(v) = raw.get(field).filter(|v| !v.is_u64()) {
+                return Err(Error::bad_file(
+                    path,
+                    format!("field `{field}`: expected a positive integer, found {v}"),
+                ));
+            }
+        }
         let config: BertConfig = serde_json::from_value(raw).map_err(|e| {
             Error::bad_file(
                 path,
@@ -124,6 +160,47 @@ impl BertConfig {
             if v == 0 {
                 return bad(field, "must be positive".into());
             }
+        }
+        // Sizes are shapes the exporter and trainer allocate from: refuse absurd ones here, by
+        // field, before anything is sized by them (the caps are far above any published BERT).
+        for (field, v, cap) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("type_vocab_size", self.type_vocab_size, MAX_TYPE_VOCAB_SIZE),
+        ] {
+            if v > cap {
+                return bad(
+                    field,
+                    format!("{v} is larger than the supported maximum {cap}"),
+                );
+            }
+        }
+        if self.parameter_count().is_none_or(|n| n > MAX_PARAMETERS) {
+            return bad(
+                "hidden_size",
+                format!(
+                    "the sizes in this config make more than {MAX_PARAMETERS} parameters (hidden_size {}, \
+                     vocab_size {}, num_hidden_layers {}, intermediate_size {})",
+                    self.hidden_size, self.vocab_size, self.num_hidden_layers, self.intermediate_size
+                ),
+            );
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return bad(
+                "layer_norm_eps",
+                format!("{} must be a positive number", self.layer_norm_eps),
+            );
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
@@ -156,6 +233,24 @@ impl BertConfig {
             }
         }
         Ok(())
+    }
+
+    /// Number of encoder parameters the sizes imply (`None` on overflow).
+    fn parameter_count(&self) -> Option<usize> {
+        let h = self.hidden_size;
+        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size)
+            .checked_mul(h)?;
+        // Q, K, V, output (h*h + h each), two LayerNorms, and the feed-forward pair.
+        let layer = h
+            .checked_mul(h)?
+            .checked_add(h)?
+            .checked_mul(4)?
+            .checked_add(h.checked_mul(self.intermediate_size)?.checked_mul(2)?)?
+            .checked_add(self.intermediate_size + 5 * h)?;
+        layer
+            .checked_mul(self.num_hidden_layers)?
+            .checked_add(embeddings)?
+            .checked_add(2 * h)
     }
 
     /// Size of one attention head.
@@ -348,6 +443,19 @@ impl Checkpoint {
         if let Some(modules) = &modules {
             hints.normalize = Some(modules.iter().any(|m| m.kind.ends_with(".Normalize")));
             if let Some(p) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
+                // Joined onto the checkpoint directory: it must not lead out of it.
+                let inside = Path::new(&p.path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(Error::bad_file(
+                        &modules_path,
+                        format!(
+                            "the Pooling module's path \"{}\" is not a folder inside the checkpoint",
+                            p.path
+                        ),
+                    ));
+                }
                 pooling_dir = p.path.clone();
             }
         }

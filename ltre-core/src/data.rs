@@ -225,6 +225,9 @@ pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
     while let Some(object) = lines.next_object() {
         let map = object?;
         let id = lines.field(&map, "_id", true)?;
+        if id.is_empty() {
+            return Err(lines.bad("empty `_id`"));
+        }
         let text = lines.field(&map, "text", true)?;
         if let Some(first) = seen.insert(id.clone(), lines.line_no) {
             return Err(lines.bad(format!(
@@ -291,7 +294,16 @@ struct SmartRecord {
 }
 
 fn read_smart(path: &Path) -> Result<Vec<SmartRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // Decoded here rather than by `read_to_string` so a bad byte is reported with its line.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::bad_file(
+            path,
+            format!("line {line}: not valid UTF-8; re-encode the file as UTF-8"),
+        )
+    })?;
     let mut records: Vec<SmartRecord> = Vec::new();
     let mut section: Option<char> = None;
     for (index, line) in text.lines().enumerate() {

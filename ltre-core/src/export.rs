@@ -471,13 +471,6 @@ fn foreign_entries(out: &Path) -> Result<Vec<String>> {
 /// Refuses to replace a directory that is neither empty nor an export, so a mistyped `--out`
 /// cannot delete unrelated files.
 pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let out = if out.is_relative() {
-        std::env::current_dir()
-            .map_err(|e| Error::io(out, e))?
-            .join(out)
-    } else {
-        out.to_path_buf()
-    };
     let exists = out.exists();
     if exists {
         if !out.is_dir() {
@@ -486,8 +479,8 @@ pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>
                 out.display()
             )));
         }
-        let empty = std::fs::read_dir(&out)
-            .map_err(|e| Error::io(&out, e))?
+        let empty = std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
             .next()
             .is_none();
         if !empty && !out.join(crate::manifest::MANIFEST_FILE).is_file() {
@@ -497,7 +490,7 @@ pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>
             )));
         }
         // Replacing the directory would delete whatever else the user keeps in it.
-        let foreign = foreign_entries(&out)?;
+        let foreign = foreign_entries(out)?;
         if !foreign.is_empty() {
             return Err(Error::Invalid(format!(
                 "{} holds files that are not part of an ltre export ({}); move them away or choose another --out",
@@ -506,6 +499,6 @@ pub fn write_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>
             )));
         }
     }
-    crate::fsutil::remove_stale_siblings(&out);
-    crate::fsutil::replace_dir_atomically(&out, fill)
+    crate::fsutil::remove_stale_siblings(out);
+    crate::fsutil::replace_dir_atomically(out, fill)
 }

@@ -59,6 +59,11 @@ pub fn remove_stale_siblings(path: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
     }
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
     let prefix = format!(".{}.", name.to_string_lossy());
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;

@@ -28,6 +28,14 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of the Hugging Face config copied next to the weights.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// The `format_version` this ltre writes and reads.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// A bare file name: no separator, not empty, not `.` or `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// Input and output names shared by every graph ltre writes.
 pub mod io_names {
     /// Token ids, int64 `[batch, seq]`.
@@ -148,6 +156,62 @@ pub struct Manifest {
     pub train: Option<TrainGraphInfo>,
 }
 
+/// A short human-readable summary (architecture, embedding, truncation, training graphs), as
+/// `ltre-cli export-onnx` prints it.
+impl std::fmt::Display for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.architecture;
+        write!(
+            f,
+            "  bert: {} layers, hidden {}, {} heads, vocab {}\n  embedding: dim {}, {:?} pooling, normalize {}\n  max length: query {}, document {}",
+            a.num_hidden_layers,
+            a.hidden_size,
+            a.num_attention_heads,
+            a.vocab_size,
+            self.embedding_dim,
+            self.pooling,
+            self.normalize,
+            self.query_max_length,
+            self.document_max_length
+        )?;
+        if let Some(t) = &self.train {
+            write!(
+                f,
+                "\n  training: {}, {} + {} ({} parameters, word embeddings {:?})",
+                t.file,
+                t.forward_file,
+                t.backward_file.as_deref().unwrap_or("-"),
+                t.parameters.len(),
+                t.word_embeddings
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The default exported model of `ltre-cli embed` (`.ltre/models/all-MiniLM-L6-v2-onnx`) under
+/// the nearest ancestor of `from` that holds `.ltre/`; the error says how to create it.
+pub fn default_model_dir(from: &Path) -> Result<std::path::PathBuf> {
+    const DEFAULT_MODEL: &str = ".ltre/models/all-MiniLM-L6-v2-onnx";
+    let Some(root) = from.ancestors().find(|d| d.join(".ltre").is_dir()) else {
+        return Err(Error::Invalid(format!(
+            "no model given and no .ltre/ directory in {} or its parents; pass a model directory (an `ltre-cli export-onnx` output), or run from inside the ltre repository after `bash scripts/setup.sh`",
+            from.display()
+        )));
+    };
+    let dir = root.join(DEFAULT_MODEL);
+    if !dir.join(MANIFEST_FILE).is_file() {
+        let models = root.join(".ltre").join("models");
+        return Err(Error::Invalid(format!(
+            "no model given and the default model {} does not exist; create it with `ltre-cli export-onnx --model {} --out {}` (the checkpoint comes from `bash scripts/setup.sh`)",
+            dir.display(),
+            models.join("all-MiniLM-L6-v2").display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 impl Manifest {
     /// Reads `manifest.json` from a model directory.
     pub fn load(dir: &Path) -> Result<Manifest> {
@@ -162,8 +226,53 @@ impl Manifest {
                 Error::io(&path, e)
             }
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(&path, format!("invalid manifest: {e}")))?;
+        manifest
+            .validate()
+            .map_err(|m| Error::bad_file(&path, format!("invalid manifest: {m}")))?;
+        Ok(manifest)
+    }
+
+    /// What [`crate::export`] guarantees and the encoder and trainer rely on; a hand-edited or
+    /// newer manifest that breaks it is refused rather than misread.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(format!(
+                "field `format_version`: {} is not supported (this ltre reads {MANIFEST_FORMAT_VERSION}); re-export the model",
+                self.format_version
+            ));
+        }
+        if self.embedding_dim == 0 {
+            return Err("field `embedding_dim`: must be positive".into());
+        }
+        let positions = self.architecture.max_position_embeddings;
+        for (field, n) in [
+            ("query_max_length", self.query_max_length),
+            ("document_max_length", self.document_max_length),
+        ] {
+            if n < 2 || n > positions {
+                return Err(format!(
+                    "field `{field}`: {n} must lie in [2, {positions}] (architecture.max_position_embeddings)"
+                ));
+            }
+        }
+        if let Some(train) = &self.train {
+            // Graph files are opened as `dir.join(name)`: a path here would leave the directory.
+            let names = [
+                ("train.file", Some(&train.file)),
+                ("train.forward_file", Some(&train.forward_file)),
+                ("train.backward_file", train.backward_file.as_ref()),
+            ];
+            for (field, name) in names {
+                if let Some(name) = name.filter(|n| !is_plain_file_name(n)) {
+                    return Err(format!(
+                        "field `{field}`: \"{name}\" is not a file name inside the model directory"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `manifest.json` into `dir`.

@@ -72,11 +72,12 @@ impl AdamWConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1/beta2", "must lie in [0, 1)");
         }
-        if self.eps.is_nan() || self.eps <= 0.0 {
-            return bad("eps", "must be positive");
+        // Infinite eps or decay would not fail, just zero or wipe every weight.
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", "must be a positive number");
         }
-        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
-            return bad("weight_decay", "must be >= 0");
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be a number >= 0");
         }
         if let Some(c) = self.max_grad_norm {
             if c.is_nan() || c <= 0.0 {
@@ -173,8 +174,12 @@ impl AdamW {
             Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
             _ => 1.0,
         };
-        let t = (self.step + 1) as i32;
-        let lr = self.config.lr_at(self.step + 1);
+        let next = self.step.checked_add(1).ok_or_else(|| {
+            Error::Invalid("optimizer step counter overflowed; restart the optimizer state".into())
+        })?;
+        // Past i32::MAX steps the bias corrections are 1 anyway.
+        let t = i32::try_from(next).unwrap_or(i32::MAX);
+        let lr = self.config.lr_at(next);
         let (b1, b2, eps, wd) = (
             self.config.beta1,
             self.config.beta2,
@@ -198,13 +203,29 @@ impl AdamW {
                 )));
             }
         }
+        // Moments restored from a file must fit their parameters, or the update below would
+        // panic mid-step with some parameters already moved.
+        for (name, m) in &self.m {
+            let (Some(v), Some(p)) = (self.v.get(name), params.get(name)) else {
+                continue;
+            };
+            if m.shape() != p.shape() || v.shape() != p.shape() {
+                return Err(Error::Invalid(format!(
+                    "optimizer state for `{name}` has shape {:?}/{:?}, parameter has {:?}; \
+                     delete the optimizer state to restart it",
+                    m.shape(),
+                    v.shape(),
+                    p.shape()
+                )));
+            }
+        }
         for (name, g) in grads {
             if !self.m.contains_key(name) {
                 self.m.insert(name.clone(), ArrayD::zeros(g.raw_dim()));
                 self.v.insert(name.clone(), ArrayD::zeros(g.raw_dim()));
             }
         }
-        self.step += 1;
+        self.step = next;
         let names: Vec<String> = self.m.keys().cloned().collect();
         for name in names {
             let (Some(m), Some(v), Some(p)) = (
@@ -270,7 +291,15 @@ impl AdamW {
             } else if let Some(rest) = n.strip_prefix("v.") {
                 opt.v.insert(rest.to_string(), a.clone());
             } else if n == "step" {
-                opt.step = a.iter().next().copied().unwrap_or(0.0) as u64;
+                opt.step = read_step(a, path)?;
+            }
+        }
+        for (name, m) in &opt.m {
+            if opt.v.get(name).map(|v| v.shape()) != Some(m.shape()) {
+                return Err(Error::bad_file(
+                    path,
+                    format!("optimizer state: `m.{name}` has no `v.{name}` of the same shape; delete it to restart"),
+                ));
             }
         }
         if opt.m.len() != opt.v.len() {
@@ -280,6 +309,30 @@ impl AdamW {
             ));
         }
         Ok(opt)
+    }
+}
+
+/// The saved step counter: one finite, non-negative whole number (a NaN or infinity cast to
+/// `u64` would silently become 0 or overflow the next step).
+fn read_step(a: &ArrayD<f32>, path: &Path) -> Result<u64> {
+    const MAX_STEP: f32 = (1u64 << 53) as f32;
+    match a.as_slice_memory_order() {
+        Some(&[s]) if s.is_finite() && (0.0..=MAX_STEP).contains(&s) && s.fract() == 0.0 => {
+            Ok(s as u64)
+        }
+        Some(&[s]) => Err(Error::bad_file(
+            path,
+            format!(
+                "optimizer state: `step` is {s}, not a whole number >= 0; delete it to restart"
+            ),
+        )),
+        _ => Err(Error::bad_file(
+            path,
+            format!(
+                "optimizer state: `step` has shape {:?}, expected one number; delete it to restart",
+                a.shape()
+            ),
+        )),
     }
 }
 

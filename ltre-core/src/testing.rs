@@ -298,6 +298,30 @@ pub fn export_tiny_model_with(
     Ok(out)
 }
 
+/// A six-document corpus `(id, title, text)` whose words are all in the tiny vocabulary: the
+/// shared fixture of the index, search and CLI tests.
+pub const TINY_CORPUS: &[(&str, &str, &str)] = &[
+    (
+        "d1",
+        "the quick fox",
+        "the quick brown fox jumps over the lazy dog",
+    ),
+    ("d2", "cats", "a cat sleeps all day"),
+    ("d3", "rivers", "water flows down the river to the sea"),
+    ("d4", "fox dens", "a fox digs a den under the tree"),
+    ("d5", "bread", "flour water and salt make bread"),
+    ("d6", "stars", "the night sky is full of stars"),
+];
+
+/// Writes [`TINY_CORPUS`] to `path` as a BEIR `corpus.jsonl`.
+pub fn write_tiny_corpus(path: &Path) -> Result<()> {
+    let lines: Vec<String> = TINY_CORPUS
+        .iter()
+        .map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").map_err(|e| Error::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

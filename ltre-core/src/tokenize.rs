@@ -17,9 +17,12 @@
 //! # Ok(())
 //! # }
 //! ```
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use ndarray::Array2;
+use serde_json::Value;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::{Error, Result};
@@ -131,8 +134,7 @@ impl TextTokenizer {
                 "tokenizer not found; re-export the model with `ltre-cli export-onnx --model CHECKPOINT --out DIR`",
             ));
         }
-        let base = Tokenizer::from_file(path)
-            .map_err(|e| Error::bad_file(path, format!("cannot load tokenizer: {e}")))?;
+        let base = load_tokenizer(path)?;
         // Keep the checkpoint's pad id (BERT: 0) but pad ourselves, per batch.
         let pad_id = base.get_padding().map(|p| p.pad_id).unwrap_or(0);
         let make = |max_length: usize, what: &str| -> Result<Tokenizer> {
@@ -190,12 +192,24 @@ impl TextTokenizer {
                 self.path.display()
             ))
         };
-        // A single text skips the thread-pool hand-off of `encode_batch_fast` (query latency).
-        if let [text] = texts {
-            return Ok(vec![tok.encode_fast(text.as_ref(), true).map_err(fail)?]);
-        }
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        tok.encode_batch_fast(inputs, true).map_err(fail)
+        // The tokenizers crate panics on some inputs a loaded file can still set up; such a
+        // panic becomes this call's error instead of unwinding through the caller.
+        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            // A single text skips the thread-pool hand-off of `encode_batch_fast` (query latency).
+            if let [text] = texts {
+                return tok.encode_fast(text.as_ref(), true).map(|e| vec![e]);
+            }
+            let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+            tok.encode_batch_fast(inputs, true)
+        }))
+        .map_err(|panic| {
+            Error::Invalid(format!(
+                "tokenizer {}: failed while tokenising: {}",
+                self.path.display(),
+                panic_message(&*panic)
+            ))
+        })?;
+        encoded.map_err(fail)
     }
 
     /// Tokenises `texts` and pads them to the longest one.
@@ -204,4 +218,62 @@ impl TextTokenizer {
         let refs: Vec<&Encoding> = encodings.iter().collect();
         Ok(TokenBatch::from_encodings(&refs, self.pad_id))
     }
+}
+
+/// Reads `tokenizer.json`. The JSON is checked before the tokenizers crate sees it, because
+/// its deserializer panics on a syntax error inside some sections (`decoder`) and accepts
+/// post-processor templates that name undefined special tokens (a panic at encode time).
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let bad = |m: String| Error::bad_file(path, format!("cannot load tokenizer: {m}"));
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    if let Some(post) = json.get("post_processor") {
+        check_templates(post).map_err(|m| bad(format!("post_processor: {m}")))?;
+    }
+    std::panic::catch_unwind(|| Tokenizer::from_str(&text))
+        .map_err(|panic| bad(panic_message(&*panic)))?
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Every special token a `TemplateProcessing` template uses (also nested in a `Sequence`)
+/// must be defined, with as many ids as tokens.
+fn check_templates(v: &Value) -> std::result::Result<(), String> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(check_templates),
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("TemplateProcessing") {
+                let specials = map.get("special_tokens").and_then(Value::as_object);
+                for (name, special) in specials.into_iter().flatten() {
+                    let len = |k: &str| special.get(k).and_then(Value::as_array).map(Vec::len);
+                    if len("ids") != len("tokens") {
+                        return Err(format!(
+                            "special token `{name}` has a different number of ids and tokens"
+                        ));
+                    }
+                }
+                for template in ["single", "pair"] {
+                    let pieces = map.get(template).and_then(Value::as_array);
+                    for piece in pieces.into_iter().flatten() {
+                        let id = piece.pointer("/SpecialToken/id").and_then(Value::as_str);
+                        if let Some(id) =
+                            id.filter(|id| !specials.is_some_and(|s| s.contains_key(*id)))
+                        {
+                            return Err(format!("template `{template}` uses special token `{id}`, which `special_tokens` does not define"));
+                        }
+                    }
+                }
+            }
+            map.values().try_for_each(check_templates)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the tokenizers crate panicked".into())
 }

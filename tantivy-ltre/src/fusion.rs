@@ -129,10 +129,13 @@ impl Fusion for Rrf {
 
 /// How [`LinearFusion`] puts the two score scales on a par.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Normalization {
     /// `(s - min) / (max - min)` over the list (all 1 when every score is equal).
+    #[cfg_attr(feature = "clap", value(name = "minmax", alias = "min-max"))]
     MinMax,
     /// `(s - mean) / std` over the list (all 0 when every score is equal).
+    #[cfg_attr(feature = "clap", value(name = "zscore", alias = "z-score"))]
     ZScore,
 }
 

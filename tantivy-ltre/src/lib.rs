@@ -24,6 +24,8 @@
 //!   document-vector checksums ([`checksum`]).
 //! - `live` (feature `encoder`): `LiveEncoder`, the active query encoder, reloaded when
 //!   an activation or rollback changes it.
+//! - [`finetune`]: fine-tunes an index's query encoder in place from judged queries (LTRe),
+//!   with held-out selection, a guarded deployment and a report; works on any schema.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
 //!
 //! Whole ltre indexes, as library calls (the `ltre-cli` commands are thin clients of these):
@@ -116,6 +118,7 @@ pub mod encoders;
 pub mod error;
 pub mod eval;
 pub mod field;
+pub mod finetune;
 pub mod fusion;
 pub mod index;
 pub mod layout;
@@ -125,6 +128,7 @@ pub mod live;
 pub mod migrate;
 pub mod query;
 pub mod registry;
+pub mod registry_log;
 pub mod scan;
 pub mod search;
 pub mod verify;

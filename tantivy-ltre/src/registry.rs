@@ -8,6 +8,11 @@
 //! [`EncoderStore::activate`] and [`EncoderStore::rollback`] switch between them, and a
 //! [`LiveEncoder`](crate::live::LiveEncoder) picks the switch up without a restart.
 //!
+//! Changes are serialised across processes and threads by a lock on `encoders/.lock`;
+//! `HISTORY` is the source of truth and `ACTIVE` is derived from it, repaired by the next
+//! change after a crash between the two writes; `HISTORY` is bounded. The commit protocol and
+//! its guarantees are in [`crate::registry_log`].
+//!
 //! ```no_run
 //! # fn main() -> tantivy_ltre::Result<()> {
 //! use tantivy_ltre::registry::{EncoderRecord, EncoderStore};
@@ -21,18 +26,24 @@
 //! # Ok(())
 //! # }
 //! ```
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ltre_core::fsutil::{copy_dir, replace_dir_atomically, unique_sibling};
+use ltre_core::fsutil::{copy_dir, remove_stale_siblings, replace_dir_atomically, unique_sibling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layout::{
     write_atomically, ACTIVE_FILE, ENCODERS_DIR, HISTORY_FILE, RECORD_FILE, VERSION_PREFIX,
 };
+use crate::registry_log::{activation_stack, read_active, read_history, Journal};
+
+/// Hidden file recording the last version number given, so that ids stay unique after the
+/// version directory is deleted and its HISTORY entries are compacted away.
+const LAST_VERSION_FILE: &str = ".last-version";
+/// Prefix of the staging directories of [`EncoderStore::install_version`].
+const STAGING_NAME: &str = "version";
 
 /// `encoders/<id>/encoder.json`: where an encoder comes from and how good it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,7 +129,7 @@ pub fn rfc3339_utc(secs: u64) -> String {
     )
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     rfc3339_utc(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -196,11 +207,23 @@ impl EncoderStore {
         Ok(ids)
     }
 
-    /// The id of the active query encoder (`encoders/ACTIVE`).
+    /// The id of the active query encoder (`encoders/ACTIVE`; takes no lock). If ACTIVE is
+    /// missing (a process killed during the first activation) HISTORY's last entry is the
+    /// active one.
     pub fn active_id(&self) -> Result<String> {
         let path = self.dir.join(ACTIVE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let id = text.trim().to_string();
+        let id = match read_active(&self.dir)? {
+            Some(id) => id,
+            None => match read_history(&self.dir)?.pop() {
+                Some(entry) => entry.id,
+                None => {
+                    return Err(Error::io(
+                        &path,
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no active encoder"),
+                    ))
+                }
+            },
+        };
         check_id(&id).map_err(|e| Error::BadFile {
             path: path.clone(),
             message: e.to_string(),
@@ -226,9 +249,9 @@ impl EncoderStore {
         self.activate(id)
     }
 
-    /// Makes `id` the active query encoder: logs it to `HISTORY`, then replaces `ACTIVE`
-    /// atomically (readers see the old or the new id, never a partial file). Activating the
-    /// encoder that is already active does nothing.
+    /// Makes `id` the active query encoder: under the registry lock, commits it to `HISTORY`,
+    /// then replaces `ACTIVE` (readers see the old or the new id, never a partial file).
+    /// Activating the encoder that is already active does nothing.
     pub fn activate(&self, id: &str) -> Result<()> {
         let dir = self.encoder_dir(id)?;
         if !dir.is_dir() {
@@ -237,17 +260,27 @@ impl EncoderStore {
                 self.dir.display()
             )));
         }
-        let current = self.active_id().ok();
+        let mut journal = Journal::open(&self.dir)?;
+        let current = journal.active.clone();
         if current.as_deref() == Some(id) {
             return Ok(());
         }
+        let mut new = Vec::new();
         // An index activated before HISTORY existed: log its current encoder first, so that
         // a rollback can return to it.
-        if let (Some(current), true) = (&current, self.history()?.is_empty()) {
-            self.append_history(current, "activate")?;
+        if let (Some(current), true) = (current, journal.entries.is_empty()) {
+            if check_id(&current).is_ok() {
+                new.push(history_entry(&current, "activate"));
+            }
         }
-        self.append_history(id, "activate")?;
-        self.write_active(id)
+        new.push(history_entry(id, "activate"));
+        journal.commit(new)
+    }
+
+    /// Takes the registry lock and rewrites `ACTIVE` from `HISTORY` if a process was killed
+    /// between the two writes; returns whether it did. Every change does this first.
+    pub fn repair(&self) -> Result<bool> {
+        Ok(Journal::open(&self.dir)?.repaired)
     }
 
     /// [`EncoderStore::activate`] after checking that encoder `id` embeds in `dim` dimensions
@@ -274,9 +307,21 @@ impl EncoderStore {
     ///
     /// Rollbacks undo activations in turn: after activating `a`, `b`, `c`, two rollbacks give
     /// `b` then `a`, and a third fails.
+    ///
+    /// Under the registry lock, so concurrent rollbacks each pop one step. HISTORY is bounded
+    /// (see [`crate::registry_log`]): at least the last 499 steps can be rolled back.
     pub fn rollback(&self) -> Result<String> {
-        let mut stack = self.activation_stack()?;
-        let current = self.active_id()?;
+        let mut journal = Journal::open(&self.dir)?;
+        let mut stack: Vec<String> = activation_stack(&journal.entries)
+            .into_iter()
+            .map(|e| e.id.clone())
+            .collect();
+        let current = journal.active.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "no active encoder in {}; nothing to roll back",
+                self.dir.display()
+            ))
+        })?;
         if stack.last() != Some(&current) {
             // ACTIVE was written behind the log's back (an older tool): it is the current one.
             stack.push(current.clone());
@@ -294,68 +339,14 @@ impl EncoderStore {
                 self.dir.display()
             )));
         }
-        self.append_history(&previous, "rollback")?;
-        self.write_active(&previous)?;
+        journal.commit(vec![history_entry(&previous, "rollback")])?;
         Ok(previous)
     }
 
-    /// The entries of `HISTORY`, oldest first (empty if there is none).
+    /// The entries of `HISTORY`, oldest first (empty if there is none; at most
+    /// [`HISTORY_LIMIT`](crate::registry_log::HISTORY_LIMIT)).
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
-        let path = self.dir.join(HISTORY_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        text.lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| Error::BadFile {
-                    path: path.clone(),
-                    message: format!("line {}: {e}", i + 1),
-                })
-            })
-            .collect()
-    }
-
-    /// The encoders a rollback would return to, in order (the active one last).
-    fn activation_stack(&self) -> Result<Vec<String>> {
-        let mut stack = Vec::new();
-        for entry in self.history()? {
-            if entry.action == "rollback" {
-                // A rollback pops the encoder it left; its id is the new top.
-                stack.pop();
-                if stack.last() != Some(&entry.id) {
-                    stack.push(entry.id);
-                }
-            } else {
-                stack.push(entry.id);
-            }
-        }
-        Ok(stack)
-    }
-
-    fn append_history(&self, id: &str, action: &str) -> Result<()> {
-        let path = self.dir.join(HISTORY_FILE);
-        let entry = HistoryEntry {
-            id: id.into(),
-            at: now_rfc3339(),
-            action: action.into(),
-        };
-        let mut line = serde_json::to_string(&entry).map_err(|e| Error::Invalid(e.to_string()))?;
-        line.push('\n');
-        // One write of one short line in append mode: concurrent appends do not interleave.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| Error::io(&path, e))
-    }
-
-    fn write_active(&self, id: &str) -> Result<()> {
-        write_atomically(&self.dir.join(ACTIVE_FILE), format!("{id}\n").as_bytes())
+        read_history(&self.dir)
     }
 
     /// Installs the exported model directory `model_dir` as a new version `ltre-NNNN` with
@@ -371,37 +362,54 @@ impl EncoderStore {
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         // A hidden sibling (skipped by `list`), renamed to the version id once complete.
-        let staging = unique_sibling(&self.dir.join("version"), "staging");
-        copy_dir(model_dir, &staging)?;
-        let result = (|| {
-            let mut number = self.last_version_number()? + 1;
-            loop {
-                let id = format!("{VERSION_PREFIX}{number:04}");
-                record.id = id.clone();
-                write_record(&staging.join(RECORD_FILE), &record)?;
-                let target = self.dir.join(&id);
-                // rename() refuses an existing non-empty directory: a concurrent install that
-                // took this id makes us try the next one.
-                match std::fs::rename(&staging, &target) {
-                    Ok(()) => return Ok(id),
-                    Err(_) if target.exists() => number += 1,
-                    Err(e) => return Err(Error::io(&target, e)),
+        let staging = unique_sibling(&self.dir.join(STAGING_NAME), "staging");
+        // The copy runs unlocked; numbering and the rename under the lock.
+        let result = copy_dir(model_dir, &staging)
+            .map_err(Error::from)
+            .and_then(|()| {
+                let journal = Journal::open(&self.dir)?;
+                remove_stale_siblings(&self.dir.join(STAGING_NAME));
+                let mut number = self.last_version_number(&journal.entries)? + 1;
+                loop {
+                    let id = format!("{VERSION_PREFIX}{number:04}");
+                    record.id = id.clone();
+                    write_record(&staging.join(RECORD_FILE), &record)?;
+                    let target = self.dir.join(&id);
+                    // rename() refuses an existing non-empty directory: a concurrent install that
+                    // took this id makes us try the next one.
+                    match std::fs::rename(&staging, &target) {
+                        Ok(()) => {
+                            write_atomically(
+                                &self.dir.join(LAST_VERSION_FILE),
+                                format!("{number}\n").as_bytes(),
+                            )?;
+                            return Ok(id);
+                        }
+                        // A directory made by hand (or by an older, unlocked tool): skip its id.
+                        Err(_) if target.exists() => number += 1,
+                        Err(e) => return Err(Error::io(&target, e)),
+                    }
                 }
-            }
-        })();
+            });
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }
         result
     }
 
-    /// The highest version number used so far (in a directory or in `HISTORY`), 0 if none.
-    fn last_version_number(&self) -> Result<u32> {
-        let mut ids: HashSet<String> = self.list()?.into_iter().collect();
-        ids.extend(self.history()?.into_iter().map(|e| e.id));
+    /// The highest version number used so far (in a directory, in `history` or recorded in
+    /// `.last-version`), 0 if none.
+    fn last_version_number(&self, history: &[HistoryEntry]) -> Result<u32> {
+        let recorded = match std::fs::read_to_string(self.dir.join(LAST_VERSION_FILE)) {
+            Ok(text) => text.trim().parse::<u32>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(self.dir.join(LAST_VERSION_FILE), e)),
+        };
+        let listed = self.list()?;
+        let ids = listed.iter().chain(history.iter().map(|e| &e.id));
         Ok(ids
-            .iter()
             .filter_map(|id| id.strip_prefix(VERSION_PREFIX)?.parse::<u32>().ok())
+            .chain([recorded])
             .max()
             .unwrap_or(0))
     }
@@ -460,6 +468,14 @@ impl EncoderStore {
     }
 }
 
+fn history_entry(id: &str, action: &str) -> HistoryEntry {
+    HistoryEntry {
+        id: id.into(),
+        at: now_rfc3339(),
+        action: action.into(),
+    }
+}
+
 fn write_record(path: &Path, record: &EncoderRecord) -> Result<()> {
     let text = serde_json::to_string_pretty(record).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomically(path, text.as_bytes())
@@ -510,7 +526,8 @@ mod tests {
         assert_eq!(store.active_id().unwrap(), "base");
         // The next version number skips ids seen only in HISTORY.
         std::fs::remove_dir_all(store.encoder_dir("ltre-0001").unwrap()).unwrap();
-        assert_eq!(store.last_version_number().unwrap(), 1);
+        let history = store.history().unwrap();
+        assert_eq!(store.last_version_number(&history).unwrap(), 1);
     }
 
     #[test]

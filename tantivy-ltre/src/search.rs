@@ -33,6 +33,7 @@ use crate::index::LtreIndex;
 
 /// What [`LtreIndex::search`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RetrievalMode {
     /// BM25 over the lexical fields.
     Bm25,

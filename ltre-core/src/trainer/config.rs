@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
 
+/// Largest `epochs` accepted.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Largest `negatives` (per query) accepted.
+pub const MAX_NEGATIVES: usize = 1 << 16;
+
 /// The training objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -101,6 +106,14 @@ impl TrainConfig {
         let bad = |m: &str| Err(Error::Invalid(m.to_string()));
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs and batch_size must be at least 1");
+        }
+        // The trainer sizes step counts and per-query negative lists from these: a typo'd
+        // 10^18 must be an error here, not an overflow or an allocation failure hours later.
+        if self.epochs > MAX_EPOCHS {
+            return bad(&format!("epochs must be at most {MAX_EPOCHS}"));
+        }
+        if self.negatives > MAX_NEGATIVES {
+            return bad(&format!("negatives must be at most {MAX_NEGATIVES}"));
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint_every must be at least 1");
