@@ -25,7 +25,7 @@ use crate::collector::{filtered, HybridCollector};
 use crate::error::Result;
 use crate::field::{validate_vector, DenseField};
 use crate::query::DenseQuery;
-use crate::scan::dot;
+use crate::scan::{dot, finite};
 
 /// Which dense list a [`Fusion`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +364,7 @@ impl<'a> HybridSearcher<'a> {
                 .segment_vectors(self.searcher.segment_reader(segment_ord))?;
             for address in addresses {
                 if let Some(v) = vectors.vector(address.doc_id) {
-                    scores.push((dot(vector, v), address));
+                    scores.push((finite(dot(vector, v)), address));
                 }
             }
         }
