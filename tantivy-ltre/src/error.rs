@@ -4,8 +4,9 @@ use std::path::PathBuf;
 /// Errors from tantivy-ltre.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Tantivy failed (I/O, schema, a missing plugin...).
-    #[error("tantivy: {0}")]
+    /// Tantivy failed (I/O, schema, a missing plugin...). Transparent: with a prefix and a
+    /// source, error chains (`{:#}`) printed Tantivy's message twice.
+    #[error(transparent)]
     Tantivy(#[from] tantivy::TantivyError),
     /// ltre-core failed (encoder, dataset reader...).
     #[error(transparent)]
