@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use tantivy_ltre::verify::{verify_dir, FileStatus};
+use tantivy_ltre::verify::verify_dir;
 
 /// Arguments.
 #[derive(clap::Args)]
@@ -23,36 +23,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        match &report.dense_field {
-            Some(field) => println!("dense field `{field}`"),
-            None => println!("no dense field: checking Tantivy's files only"),
-        }
-        for segment in &report.segments {
-            println!(
-                "segment {} ({} docs, {} Tantivy files checked)",
-                segment.segment, segment.max_doc, segment.tantivy_files_checked
-            );
-            for file in &segment.files {
-                match &file.status {
-                    FileStatus::Ok => println!("  ok        {}", file.file),
-                    FileStatus::Unchecked(note) => println!("  unchecked {}: {note}", file.file),
-                    FileStatus::Damaged(problems) => {
-                        println!("  DAMAGED   {}: {}", file.file, problems.join("; "))
-                    }
-                }
-            }
-        }
+        print!("{report}");
     }
-    let damaged: Vec<String> = report
-        .damaged()
-        .map(|(segment, file)| {
-            let field = file
-                .field
-                .as_deref()
-                .map_or_else(|| "Tantivy data".to_string(), |f| format!("field `{f}`"));
-            format!("segment {} ({field}): {}", segment.segment, file.file)
-        })
-        .collect();
+    let damaged = report.damage_lines();
     if !damaged.is_empty() {
         bail!(
             "{} damaged file(s) in {}:\n  {}\nre-index the documents of the damaged segments or restore the index from a backup",

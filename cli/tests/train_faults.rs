@@ -125,7 +125,9 @@ fn run_to_end(setup: &Setup, run_dir: &Path) {
 
 /// What must not depend on interruptions: per-epoch loss and held-out nDCG, the best epoch, and
 /// the bytes of the selected and of the last parameters.
-fn outcome(run_dir: &Path) -> (Vec<(String, String)>, String, Vec<u8>, Vec<u8>) {
+type Outcome = (Vec<(String, String)>, String, Vec<u8>, Vec<u8>);
+
+fn outcome(run_dir: &Path) -> Outcome {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();

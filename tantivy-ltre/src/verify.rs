@@ -107,6 +107,51 @@ impl VerifyReport {
     }
 }
 
+impl VerifyReport {
+    /// One line per damaged file (segment, field or "Tantivy data", file), empty when none:
+    /// what a command line reports before exiting non-zero.
+    pub fn damage_lines(&self) -> Vec<String> {
+        self.damaged()
+            .map(|(segment, file)| {
+                let field = file
+                    .field
+                    .as_deref()
+                    .map_or_else(|| "Tantivy data".to_string(), |f| format!("field `{f}`"));
+                format!("segment {} ({field}): {}", segment.segment, file.file)
+            })
+            .collect()
+    }
+}
+
+/// The report as a listing: the dense field, then each segment with each file's status.
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.dense_field {
+            Some(field) => writeln!(f, "dense field `{field}`")?,
+            None => writeln!(f, "no dense field: checking Tantivy's files only")?,
+        }
+        for segment in &self.segments {
+            writeln!(
+                f,
+                "segment {} ({} docs, {} Tantivy files checked)",
+                segment.segment, segment.max_doc, segment.tantivy_files_checked
+            )?;
+            for file in &segment.files {
+                match &file.status {
+                    FileStatus::Ok => writeln!(f, "  ok        {}", file.file)?,
+                    FileStatus::Unchecked(note) => {
+                        writeln!(f, "  unchecked {}: {note}", file.file)?
+                    }
+                    FileStatus::Damaged(problems) => {
+                        writeln!(f, "  DAMAGED   {}: {}", file.file, problems.join("; "))?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Opens the Tantivy index in `dir` (an ltre index directory or any Tantivy index) and
 /// verifies it.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
