@@ -190,13 +190,14 @@ fn killed_index_runs_resume_to_the_uninterrupted_result() {
     assert_complete(&baseline, &fx, &baseline, "uninterrupted run");
 
     // Pauses widen the windows that are otherwise too short to hit: between Tantivy's files
-    // and ltre.json, before the encoder copy, after each commit.
+    // and ltre.json, before the encoder copy, before the first commit; a kill is sent a random
+    // time after the file that opens the window appears. Without a pause: a random delay.
     let pauses = [
-        "",
-        "tantivy-created=150",
-        "installing=150",
-        "created=100",
-        "committed=30",
+        ("", ""),
+        ("tantivy-created=300", "meta.json"),
+        ("installing=300", "ltre.json"),
+        ("created=300", "encoders/ACTIVE"),
+        ("committed=30", ""),
     ];
     let mut rng = Rng(seed ^ 0xFA17);
     let mut states: std::collections::BTreeMap<String, usize> = Default::default();
@@ -204,16 +205,24 @@ fn killed_index_runs_resume_to_the_uninterrupted_result() {
         let index = fx.root.path().join(format!("trial-{trial}"));
         let kills = 1 + rng.below(2);
         for _ in 0..kills {
-            let pause = pauses[rng.below(pauses.len() as u64) as usize];
-            let window = full_run.as_millis() as u64 + if pause.is_empty() { 0 } else { 400 };
-            let delay = Duration::from_millis(rng.below(window.max(1)));
+            let (pause, opens) = pauses[rng.below(pauses.len() as u64) as usize];
             let mut command = index_command(&fx.model, &fx.corpus, &index);
             command
                 .env("LTRE_INDEX_PAUSE", pause)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             let mut child = command.spawn().unwrap();
-            std::thread::sleep(delay);
+            if opens.is_empty() {
+                let window = full_run.as_millis() as u64 + 100;
+                std::thread::sleep(Duration::from_millis(rng.below(window)));
+            } else {
+                // Polls for the window (bounded: the run may be past it already).
+                let polled = Instant::now();
+                while !index.join(opens).exists() && polled.elapsed() < full_run * 3 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(150)));
+            }
             // SIGKILL on Unix; the run may already have finished.
             let _ = child.kill();
             let _ = child.wait();
@@ -341,6 +350,32 @@ fn an_interrupted_creation_is_finished_by_the_same_command() {
     let out = output(index_command(&fx.model, &fx.corpus, &other));
     assert!(!out.status.success());
     assert!(other.join("notes.txt").exists() && other.join("meta.json").exists());
+}
+
+#[test]
+fn a_killed_encoder_copy_is_finished_by_the_same_command() {
+    let fx = fixture(20, 10);
+    let index = fx.root.path().join("index");
+    // Killed before the copy (paused there), then a half-copied staging directory of a
+    // process that no longer runs, as a kill during the copy leaves it.
+    let mut command = index_command(&fx.model, &fx.corpus, &index);
+    command
+        .env("LTRE_INDEX_PAUSE", "installing=60000")
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    while !index.join("ltre.json").exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let staging = index.join("encoders/.base.tmp-3999999-1-0");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), b"half a model").unwrap();
+    assert!(!index.join("encoders/base").exists());
+    let out = output(index_command(&fx.model, &fx.corpus, &index));
+    assert_ok(&out, "rerun");
+    assert_eq!(snapshot(&index).dense_ids, fx.ids);
+    assert!(!staging.exists(), "staging left behind");
 }
 
 #[test]
