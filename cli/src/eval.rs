@@ -55,7 +55,11 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     progress.finish_and_clear();
-    warn_unmatched("judged queries missing from", &args.queries, &report.missing_queries);
+    warn_unmatched(
+        "judged queries missing from",
+        &args.queries,
+        &report.missing_queries,
+    );
     warn_unmatched(
         "judged documents missing from the index",
         &args.retrieval.index,

@@ -139,7 +139,12 @@ pub fn run(args: Args) -> Result<()> {
             .duplicate_examples
             .iter()
             .take(5)
-            .map(|d| format!("`{}` at line {} (first at line {})", d.id, d.line, d.first_line))
+            .map(|d| {
+                format!(
+                    "`{}` at line {} (first at line {})",
+                    d.id, d.line, d.first_line
+                )
+            })
             .collect();
         eprintln!(
             "warning: {} corpus lines repeat an earlier document id and were not indexed (ids are unique; the first occurrence is kept): {}{}",

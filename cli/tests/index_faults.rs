@@ -80,7 +80,14 @@ fn index_command(model: &Path, corpus: &Path, index: &Path) -> Command {
         .arg(model)
         .arg("--index")
         .arg(index)
-        .args(["--commit-every", "10", "--batch-size", "4", "--threads", "1"])
+        .args([
+            "--commit-every",
+            "10",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+        ])
         .env("LTRE_LOG", "warn")
         .env_remove("LTRE_INDEX_PAUSE");
     command
@@ -142,8 +149,15 @@ fn snapshot(index: &Path) -> Snapshot {
 fn assert_complete(got: &Snapshot, fx: &Fixture, baseline: &Snapshot, context: &str) {
     assert_eq!(got.dense_ids, fx.ids, "{context}: dense listing");
     assert_eq!(got.bm25_ids, fx.ids, "{context}: BM25 listing");
-    assert_eq!(got.num_docs, fx.ids.len() as u64, "{context}: document count");
-    assert_eq!(got.checksum, baseline.checksum, "{context}: document vectors");
+    assert_eq!(
+        got.num_docs,
+        fx.ids.len() as u64,
+        "{context}: document count"
+    );
+    assert_eq!(
+        got.checksum, baseline.checksum,
+        "{context}: document vectors"
+    );
     assert_eq!(got.recorded, got.checksum, "{context}: recorded checksum");
 }
 
@@ -287,7 +301,10 @@ fn damage_vectors(index: &Path) {
 fn changed_vectors_are_refused_and_the_recorded_checksum_kept() {
     let fx = fixture(30, 4);
     let index = fx.root.path().join("index");
-    assert_ok(&output(index_command(&fx.model, &fx.corpus, &index)), "index");
+    assert_ok(
+        &output(index_command(&fx.model, &fx.corpus, &index)),
+        "index",
+    );
     let record = index.join("encoders/base/encoder.json");
     let before = std::fs::read(&record).unwrap();
     damage_vectors(&index);
@@ -307,7 +324,11 @@ fn changed_vectors_are_refused_and_the_recorded_checksum_kept() {
         );
         assert_eq!(std::fs::read(&record).unwrap(), before, "record rewritten");
     }
-    assert_eq!(snapshot(&index).num_docs, 30, "documents added to a damaged index");
+    assert_eq!(
+        snapshot(&index).num_docs,
+        30,
+        "documents added to a damaged index"
+    );
 }
 
 #[test]
@@ -319,14 +340,20 @@ fn resuming_with_another_model_is_refused() {
     let half: Vec<&str> = text.lines().take(15).collect();
     let half_corpus = fx.root.path().join("half.jsonl");
     std::fs::write(&half_corpus, half.join("\n") + "\n").unwrap();
-    assert_ok(&output(index_command(&fx.model, &half_corpus, &index)), "half");
+    assert_ok(
+        &output(index_command(&fx.model, &half_corpus, &index)),
+        "half",
+    );
     let out = output(index_command(&other, &fx.corpus, &index));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "another model was accepted");
     assert!(stderr.contains("embedded by another model"), "{stderr}");
     assert_eq!(snapshot(&index).num_docs, 15);
     // The same model resumes.
-    assert_ok(&output(index_command(&fx.model, &fx.corpus, &index)), "resume");
+    assert_ok(
+        &output(index_command(&fx.model, &fx.corpus, &index)),
+        "resume",
+    );
     assert_eq!(snapshot(&index).dense_ids, fx.ids);
 }
 
@@ -394,9 +421,16 @@ fn index_naming_a_file_is_explained() {
 fn eval_reports_qrels_that_match_nothing() {
     let fx = fixture(10, 9);
     let index = fx.root.path().join("index");
-    assert_ok(&output(index_command(&fx.model, &fx.corpus, &index)), "index");
+    assert_ok(
+        &output(index_command(&fx.model, &fx.corpus, &index)),
+        "index",
+    );
     let queries = fx.root.path().join("queries.jsonl");
-    std::fs::write(&queries, r#"{"_id": "q1", "text": "common fox"}"#.to_string() + "\n").unwrap();
+    std::fs::write(
+        &queries,
+        r#"{"_id": "q1", "text": "common fox"}"#.to_string() + "\n",
+    )
+    .unwrap();
     let qrels = fx.root.path().join("qrels.tsv");
     std::fs::write(
         &qrels,
@@ -416,7 +450,10 @@ fn eval_reports_qrels_that_match_nothing() {
         .unwrap();
     assert_ok(&out, "eval");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("q9") && stderr.contains("ghost-doc"), "{stderr}");
+    assert!(
+        stderr.contains("q9") && stderr.contains("ghost-doc"),
+        "{stderr}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["missing_queries"], 1);
     assert_eq!(json["missing_documents"], 1);

@@ -177,7 +177,9 @@ pub fn index_corpus(
     let fields = Fields::of(&index.schema())?;
     // Before anything is written: the committed documents must be the ones committed.
     let mut tally = match &dense {
-        Some(dense) => Some(verify_committed_vectors(index_dir, &index, dense, ID_FIELD)?),
+        Some(dense) => Some(verify_committed_vectors(
+            index_dir, &index, dense, ID_FIELD,
+        )?),
         None => None,
     };
     if let Some(model) = &options.model {
@@ -374,7 +376,8 @@ impl TextEmbedder for Capturing<'_> {
     }
     fn embed_documents(&mut self, texts: &[&str]) -> Result<Array2<f32>> {
         let embeddings = self.inner.embed_documents(texts)?;
-        self.rows.extend(embeddings.rows().into_iter().map(|r| r.to_vec()));
+        self.rows
+            .extend(embeddings.rows().into_iter().map(|r| r.to_vec()));
         Ok(embeddings)
     }
     fn embed_queries(&mut self, texts: &[&str]) -> Result<Array2<f32>> {

@@ -143,8 +143,7 @@ impl VectorTally {
     /// The commit payload holding this tally.
     pub(crate) fn to_payload(self) -> String {
         let sum: String = self.sum.iter().map(|l| format!("{l:016x}")).collect();
-        serde_json::json!({ PAYLOAD_KEY: { "documents": self.documents, "sum": sum } })
-            .to_string()
+        serde_json::json!({ PAYLOAD_KEY: { "documents": self.documents, "sum": sum } }).to_string()
     }
 
     /// The tally of a commit payload; `None` for a commit made by someone else.
@@ -167,7 +166,11 @@ impl VectorTally {
     }
 
     /// The tally of every live document of `searcher`.
-    pub(crate) fn of_index(searcher: &Searcher, dense: &DenseField, id_field: &str) -> Result<Self> {
+    pub(crate) fn of_index(
+        searcher: &Searcher,
+        dense: &DenseField,
+        id_field: &str,
+    ) -> Result<Self> {
         let mut tally = VectorTally::default();
         for segment in searcher.segment_readers() {
             let column = segment.fast_fields().str(id_field)?.ok_or_else(|| {
@@ -279,7 +282,11 @@ mod tests {
     #[test]
     fn only_creation_artefacts_are_an_interrupted_creation() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("meta.json"), r#"{"segments":[],"opstamp":0}"#).unwrap();
+        std::fs::write(
+            dir.path().join("meta.json"),
+            r#"{"segments":[],"opstamp":0}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join(".managed.json"), "[]").unwrap();
         assert!(is_interrupted_creation(dir.path()).unwrap());
         std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
