@@ -182,6 +182,24 @@ fn state(index: &Path) -> String {
     }
 }
 
+/// The names under `dir` (two levels), for failure messages.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        for sub in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            names.push(format!("{name}/{}", sub.file_name().to_string_lossy()));
+        }
+        names.push(name);
+    }
+    names.sort();
+    names
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -242,8 +260,12 @@ fn killed_index_runs_resume_to_the_uninterrupted_result() {
             let _ = child.wait();
             *states.entry(state(&index)).or_default() += 1;
         }
+        let left = listing(&index);
         let out = output(index_command(&fx.model, &fx.corpus, &index));
-        assert_ok(&out, &format!("trial {trial} (seed {seed}): rerun"));
+        assert_ok(
+            &out,
+            &format!("trial {trial} (seed {seed}): rerun over {left:?}"),
+        );
         assert_complete(
             &snapshot(&index),
             &fx,
@@ -369,6 +391,13 @@ fn an_interrupted_creation_is_finished_by_the_same_command() {
     let out = output(index_command(&fx.model, &fx.corpus, &index));
     assert_ok(&out, "index over an interrupted creation");
     assert_eq!(snapshot(&index).dense_ids, fx.ids);
+    // A kill during Tantivy's first atomic write leaves only its temporary file.
+    let first_write = fx.root.path().join("first-write");
+    std::fs::create_dir_all(&first_write).unwrap();
+    std::fs::write(first_write.join(".tmpQw3rTy"), b"[").unwrap();
+    let out = output(index_command(&fx.model, &fx.corpus, &first_write));
+    assert_ok(&out, "index over a killed first write");
+    assert_eq!(snapshot(&first_write).dense_ids, fx.ids);
     // A directory with anything else in it is left alone.
     let other = fx.root.path().join("other");
     std::fs::create_dir_all(&other).unwrap();

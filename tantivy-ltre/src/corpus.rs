@@ -7,8 +7,11 @@
 //! `"{title}. {text}"` (see `ltre_core::data::Doc::dense_text`). BM25 is Tantivy's (k1 = 1.2,
 //! b = 0.75); with `en_stem` on `contents`, SciFact test gives nDCG@10 0.668 (BEIR's BM25: 0.665).
 //!
-//! Indexing is resumable: documents are committed every [`CorpusOptions::commit_every`]
-//! documents, and a rerun on an existing index skips the ids it already holds. The model is
+//! Document ids are unique: a corpus line repeating an earlier `_id` is refused and reported
+//! ([`CorpusReport::duplicates`]). Indexing is resumable: documents are committed every
+//! [`CorpusOptions::commit_every`] documents, and a rerun on an existing index skips the ids it
+//! already holds, after checking that the committed vectors are unchanged and that `--model` is
+//! the index's base encoder. The model is
 //! installed as the base encoder (`encoders/base`, active) and its record gets the checksum of
 //! the document vectors.
 //!

@@ -29,25 +29,22 @@ const TANTIVY_CREATION_FILES: [&str; 4] = [
 ];
 
 /// Whether `dir` holds exactly what a killed index creation leaves before `ltre.json` is
-/// written: Tantivy's bookkeeping files of an index without segments, their temporary files
-/// and nothing else. Anything else (a segment, a user file, a subdirectory) means no.
+/// written: some of Tantivy's bookkeeping files of an index without segments and temporary
+/// files of atomic writes (a kill during Tantivy's first write leaves only a `.tmpXXXXXX`), and
+/// nothing else. Anything else (a segment, a user file, a subdirectory) means no.
 pub(crate) fn is_interrupted_creation(dir: &Path) -> Result<bool> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tantivy_file = false;
+    let mut any = false;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map_err(|e| Error::io(dir, e))?.is_file();
-        if !is_file {
+        if !is_file || !is_creation_artefact(&name) {
             return Ok(false);
         }
-        if TANTIVY_CREATION_FILES.contains(&name.as_str()) {
-            tantivy_file = true;
-        } else if !is_creation_temp_file(&name) {
-            return Ok(false);
-        }
+        any = true;
     }
-    if !tantivy_file {
+    if !any {
         return Ok(false);
     }
     let meta = dir.join("meta.json");
@@ -64,6 +61,10 @@ pub(crate) fn is_interrupted_creation(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+fn is_creation_artefact(name: &str) -> bool {
+    TANTIVY_CREATION_FILES.contains(&name) || is_creation_temp_file(name)
+}
+
 /// Temporary files of Tantivy's atomic writes (`.tmpXXXXXX`) and of ours (`.ltre.json.tmp-*`).
 fn is_creation_temp_file(name: &str) -> bool {
     name.starts_with(".tmp") || name.starts_with(".ltre.json.")
@@ -75,7 +76,7 @@ pub(crate) fn clear_interrupted_creation(dir: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if TANTIVY_CREATION_FILES.contains(&name.as_str()) || is_creation_temp_file(&name) {
+        if is_creation_artefact(&name) {
             std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }
     }
@@ -289,6 +290,18 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join(".managed.json"), "[]").unwrap();
         assert!(is_interrupted_creation(dir.path()).unwrap());
+        std::fs::write(dir.path().join(".tmpAbC123"), "").unwrap();
+        assert!(is_interrupted_creation(dir.path()).unwrap());
+        clear_interrupted_creation(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(!is_interrupted_creation(dir.path()).unwrap());
+        std::fs::write(dir.path().join(".tmpAbC123"), "").unwrap();
+        assert!(is_interrupted_creation(dir.path()).unwrap());
+        std::fs::write(
+            dir.path().join("meta.json"),
+            r#"{"segments":[],"opstamp":0}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
         assert!(!is_interrupted_creation(dir.path()).unwrap());
         std::fs::remove_file(dir.path().join("notes.txt")).unwrap();
