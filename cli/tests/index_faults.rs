@@ -8,6 +8,7 @@
 //! through the `LTRE_INDEX_PAUSE` hook of `index_corpus` (a sleep at named points).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ltre_core::testing::export_tiny_model;
@@ -70,8 +71,33 @@ fn fixture(docs: usize, seed: u64) -> Fixture {
     }
 }
 
+/// The `ltre-cli` built for this test, pinned by a hard link (a copy where linking fails): a
+/// shared target directory may get another checkout's build of it while the trials run.
+fn ltre_cli() -> &'static Path {
+    static PINNED: OnceLock<PathBuf> = OnceLock::new();
+    PINNED.get_or_init(|| {
+        let built = Path::new(env!("CARGO_BIN_EXE_ltre-cli"));
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // Links of earlier test processes (each keeps a whole binary alive).
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("index_faults-ltre-cli-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let pinned = tmp.join(format!("index_faults-ltre-cli-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pinned);
+        if std::fs::hard_link(built, &pinned).is_err() {
+            std::fs::copy(built, &pinned).unwrap();
+        }
+        pinned
+    })
+}
+
 fn index_command(model: &Path, corpus: &Path, index: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ltre-cli"));
+    let mut command = Command::new(ltre_cli());
     command
         .arg("index")
         .arg("--corpus")
@@ -236,6 +262,7 @@ fn killed_index_runs_resume_to_the_uninterrupted_result() {
     for trial in 0..trials {
         let index = fx.root.path().join(format!("trial-{trial}"));
         let kills = 1 + rng.below(2);
+        let mut history = Vec::new();
         for _ in 0..kills {
             let (pause, opens) = pauses[rng.below(pauses.len() as u64) as usize];
             let mut command = index_command(&fx.model, &fx.corpus, &index);
@@ -259,6 +286,7 @@ fn killed_index_runs_resume_to_the_uninterrupted_result() {
             let _ = child.kill();
             let _ = child.wait();
             *states.entry(state(&index)).or_default() += 1;
+            history.push(format!("kill with pause {pause:?}: {:?}", listing(&index)));
         }
         let left = listing(&index);
         let out = output(index_command(&fx.model, &fx.corpus, &index));
@@ -466,7 +494,7 @@ fn eval_reports_qrels_that_match_nothing() {
         "query-id\tcorpus-id\tscore\nq1\tdoc0001\t1\nq1\tghost-doc\t1\nq9\tdoc0002\t1\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
+    let out = Command::new(ltre_cli())
         .arg("eval")
         .arg("--index")
         .arg(&index)
