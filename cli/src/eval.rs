@@ -57,6 +57,16 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     progress.finish_and_clear();
+    warn_unmatched(
+        "judged queries missing from",
+        &args.queries,
+        &report.missing_queries,
+    );
+    warn_unmatched(
+        "judged documents missing from the index",
+        &args.retrieval.index,
+        &report.missing_documents,
+    );
     if let Some(path) = &args.run_file {
         write_trec_run(path, &report.run, "ltre")?;
     }
@@ -72,7 +82,13 @@ pub fn run(args: Args) -> Result<()> {
             .zip(&evaluation.mean)
             .map(|(m, v)| (m.to_string(), (*v).into()))
             .collect();
-        let json = serde_json::json!({"mode": mode, "queries": evaluation.per_query.len(), "metrics": metrics});
+        let json = serde_json::json!({
+            "mode": mode,
+            "queries": evaluation.per_query.len(),
+            "metrics": metrics,
+            "missing_queries": report.missing_queries.len(),
+            "missing_documents": report.missing_documents.len(),
+        });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("mode {mode}, {} judged queries", evaluation.per_query.len());
@@ -81,4 +97,19 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Warns on stderr about qrels ids that match nothing, naming a few.
+fn warn_unmatched(what: &str, place: &std::path::Path, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+    let more = if ids.len() > shown.len() { ", ..." } else { "" };
+    eprintln!(
+        "warning: {} {what} {}: {}{more}",
+        ids.len(),
+        place.display(),
+        shown.join(", ")
+    );
 }

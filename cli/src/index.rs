@@ -134,11 +134,31 @@ pub fn run(args: Args) -> Result<()> {
     let progress = progress_bar(Some(total));
     let report = index_corpus(&args.index, corpus, &options, |n| progress.inc(n as u64))?;
     progress.finish_and_clear();
+    if report.duplicates > 0 {
+        let examples: Vec<String> = report
+            .duplicate_examples
+            .iter()
+            .take(5)
+            .map(|d| {
+                format!(
+                    "`{}` at line {} (first at line {})",
+                    d.id, d.line, d.first_line
+                )
+            })
+            .collect();
+        eprintln!(
+            "warning: {} corpus lines repeat an earlier document id and were not indexed (ids are unique; the first occurrence is kept): {}{}",
+            report.duplicates,
+            examples.join(", "),
+            if report.duplicates > examples.len() { ", ..." } else { "" }
+        );
+    }
     eprintln!(
-        "indexed {} documents ({} already present, {} refused) into {} [BM25 k1=1.2 b=0.75, analyzer {}]",
+        "indexed {} documents ({} already present, {} refused, {} duplicate ids) into {} [BM25 k1=1.2 b=0.75, analyzer {}]",
         report.added,
         report.skipped,
         report.refused,
+        report.duplicates,
         args.index.display(),
         report.analyzer
     );

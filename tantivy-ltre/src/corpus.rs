@@ -7,8 +7,11 @@
 //! `"{title}. {text}"` (see `ltre_core::data::Doc::dense_text`). BM25 is Tantivy's (k1 = 1.2,
 //! b = 0.75); with `en_stem` on `contents`, SciFact test gives nDCG@10 0.668 (BEIR's BM25: 0.665).
 //!
-//! Indexing is resumable: documents are committed every [`CorpusOptions::commit_every`]
-//! documents, and a rerun on an existing index skips the ids it already holds. The model is
+//! Document ids are unique: a corpus line repeating an earlier `_id` is refused and reported
+//! ([`CorpusReport::duplicates`]). Indexing is resumable: documents are committed every
+//! [`CorpusOptions::commit_every`] documents, and a rerun on an existing index skips the ids it
+//! already holds, after checking that the committed vectors are unchanged and that `--model` is
+//! the index's base encoder. The model is
 //! installed as the base encoder (`encoders/base`, active) and its record gets the checksum of
 //! the document vectors.
 //!
@@ -24,10 +27,11 @@
 //! # Ok(())
 //! # }
 //! ```
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ltre_core::data::{CorpusReader, Doc};
+use ndarray::Array2;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
@@ -35,10 +39,16 @@ use tantivy::{Index, IndexWriter, TantivyDocument};
 
 use crate::ann::AnnOptions;
 use crate::checksum::document_vectors_sha256;
+use crate::corpus_resume::{
+    check_same_model, clear_interrupted_creation, is_interrupted_creation, testing_hooks,
+    verify_committed_vectors, VectorTally,
+};
 use crate::embedder::{load_embedder, EmbedderOptions};
 use crate::error::{Error, Result};
 use crate::field::{add_dense_field, DenseField, DenseFieldOptions};
-use crate::layout::{Bm25Config, IndexConfig, BASE_ENCODER, CONFIG_FILE, FORMAT_VERSION};
+use crate::layout::{
+    Bm25Config, IndexConfig, ACTIVE_FILE, BASE_ENCODER, CONFIG_FILE, ENCODERS_DIR, FORMAT_VERSION,
+};
 use crate::registry::EncoderStore;
 use crate::writer::{DenseIndexWriter, EmbeddingWriter, TextEmbedder};
 
@@ -95,9 +105,28 @@ pub struct CorpusReport {
     pub skipped: usize,
     /// Documents refused (an invalid vector; logged).
     pub refused: usize,
+    /// Corpus lines refused because their `_id` appeared on an earlier line: document ids are
+    /// unique in an ltre index, and the first occurrence wins (it may already be committed).
+    pub duplicates: usize,
+    /// The first few refused repeats.
+    pub duplicate_examples: Vec<DuplicateId>,
     /// The BM25 analyzer of the index.
     pub analyzer: String,
 }
+
+/// A corpus line whose `_id` was already used by an earlier line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateId {
+    /// The repeated id.
+    pub id: String,
+    /// The 1-based line of the refused repeat.
+    pub line: usize,
+    /// The 1-based line of the occurrence that was indexed.
+    pub first_line: usize,
+}
+
+/// How many [`DuplicateId`]s a report keeps.
+const DUPLICATE_EXAMPLES: usize = 10;
 
 /// The number of worker threads for `requested` (0: every available core).
 pub fn threads(requested: usize) -> usize {
@@ -112,7 +141,11 @@ pub fn threads(requested: usize) -> usize {
 /// is called with the number of corpus documents handled since its last call.
 ///
 /// A malformed corpus line stops the run after committing everything before it, so that a rerun
-/// (once the line is fixed) resumes there.
+/// (once the line is fixed) resumes there. A run killed at any point leaves a directory the same
+/// call resumes: an interrupted creation is recognised and restarted, and every commit carries
+/// a tally of the committed vectors that the next run checks before extending or re-recording
+/// (see `corpus_resume.rs`). Resuming with a model other than the index's base encoder
+/// is refused.
 pub fn index_corpus(
     index_dir: &Path,
     corpus: &Path,
@@ -121,6 +154,17 @@ pub fn index_corpus(
 ) -> Result<CorpusReport> {
     let threads = threads(options.threads);
     let commit_every = options.commit_every.max(1);
+    if index_dir.exists() && !index_dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: is a file, not a directory: the index is a directory (created if missing, resumed if it is an ltre index)",
+            index_dir.display()
+        )));
+    }
+    if let Some(model) = &options.model {
+        if index_dir.join(CONFIG_FILE).exists() {
+            check_same_model(index_dir, model)?;
+        }
+    }
     let mut embedder = match &options.model {
         Some(model) => Some(load_embedder(
             model,
@@ -133,11 +177,17 @@ pub fn index_corpus(
     };
     let dim = embedder.as_ref().map(|e| e.dim());
     let (index, dense, config) = open_or_create(index_dir, options, dim)?;
+    let fields = Fields::of(&index.schema())?;
+    // Before anything is written: the committed documents must be the ones committed.
+    let mut tally = match &dense {
+        Some(dense) => Some(verify_committed_vectors(
+            index_dir, &index, dense, ID_FIELD,
+        )?),
+        None => None,
+    };
     if let Some(model) = &options.model {
         install_base_encoder(index_dir, model)?;
     }
-    config.save(index_dir)?;
-    let fields = Fields::of(&index.schema())?;
     let done = indexed_ids(&index, fields.id)?;
     if !done.is_empty() {
         tracing::info!(
@@ -169,25 +219,42 @@ pub fn index_corpus(
             )))
         }
     };
+    // Line of the first occurrence of every id met in this run (repeats are refused).
+    let mut first_lines: HashMap<String, usize> = HashMap::new();
+    testing_hooks::pause("created");
     // One chunk of `commit_every` new documents per iteration, committed at its end.
     loop {
         let mut chunk: Vec<Doc> = Vec::new();
-        for doc in reader.by_ref() {
-            match doc {
-                Ok(doc) if done.contains(&doc.id) => {
-                    report.skipped += 1;
-                    progress(1);
-                }
-                Ok(doc) => {
-                    chunk.push(doc);
-                    if chunk.len() == commit_every {
-                        break;
-                    }
-                }
+        while let Some(doc) = reader.next() {
+            let line = reader.line_number();
+            let doc = match doc {
+                Ok(doc) => doc,
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
+            };
+            if let Some(&first_line) = first_lines.get(&doc.id) {
+                report.duplicates += 1;
+                if report.duplicate_examples.len() < DUPLICATE_EXAMPLES {
+                    report.duplicate_examples.push(DuplicateId {
+                        id: doc.id.clone(),
+                        line,
+                        first_line,
+                    });
+                }
+                progress(1);
+                continue;
+            }
+            first_lines.insert(doc.id.clone(), line);
+            if done.contains(&doc.id) {
+                report.skipped += 1;
+                progress(1);
+                continue;
+            }
+            chunk.push(doc);
+            if chunk.len() == commit_every {
+                break;
             }
         }
         let full = chunk.len() == commit_every;
@@ -196,17 +263,23 @@ pub fn index_corpus(
                 let embedder = embedder.as_mut().ok_or_else(|| {
                     Error::Invalid("a dense index needs a model to embed the documents".into())
                 })?;
+                let tally = tally.get_or_insert_with(VectorTally::default);
                 let (added, refused) = add_embedded(
                     writer,
                     &mut **embedder,
                     &chunk,
                     &fields,
                     options,
+                    tally,
                     &mut progress,
                 )?;
                 report.added += added;
                 report.refused += refused;
-                writer.commit()?;
+                // The tally travels in the commit itself: whatever survives a kill is
+                // described exactly by the last commit's payload.
+                let mut commit = writer.writer_mut().prepare_commit()?;
+                commit.set_payload(&tally.to_payload());
+                commit.commit()?;
             }
             Writer::Lexical(writer) => {
                 for doc in &chunk {
@@ -217,6 +290,7 @@ pub fn index_corpus(
                 writer.commit()?;
             }
         }
+        testing_hooks::pause("committed");
         if failure.is_some() || !full {
             break;
         }
@@ -232,13 +306,20 @@ pub fn index_corpus(
         )));
     }
     if let Some(dense) = &dense {
-        record_base_encoder(
-            index_dir,
-            &index,
-            dense,
-            ID_FIELD,
-            "document encoder (ltre-cli index)",
-        )?;
+        // The committed vectors were verified above (or written by this run), so a recorded
+        // checksum that differs is that of a run killed before recording: bring it up to date.
+        let store = EncoderStore::new(index_dir);
+        let recorded = store.record(BASE_ENCODER)?.document_vectors_sha256;
+        let current = document_vectors_sha256(&index.reader()?.searcher(), dense, ID_FIELD)?;
+        if recorded != current {
+            record_base_encoder(
+                index_dir,
+                &index,
+                dense,
+                ID_FIELD,
+                "document encoder (ltre-cli index)",
+            )?;
+        }
     }
     Ok(report)
 }
@@ -248,17 +329,22 @@ enum Writer {
     Lexical(IndexWriter),
 }
 
-/// Embeds and adds `chunk`; returns (added, refused).
+/// Embeds and adds `chunk`, adding every added document to `tally`; returns (added, refused).
 fn add_embedded(
     writer: &DenseIndexWriter,
     embedder: &mut dyn TextEmbedder,
     chunk: &[Doc],
     fields: &Fields,
     options: &CorpusOptions,
+    tally: &mut VectorTally,
     progress: &mut impl FnMut(usize),
 ) -> Result<(usize, usize)> {
     let batch_size = options.batch_size.max(1);
-    let mut embedding = EmbeddingWriter::new(writer, embedder, batch_size);
+    let mut capturing = Capturing {
+        inner: embedder,
+        rows: Vec::with_capacity(chunk.len()),
+    };
+    let mut embedding = EmbeddingWriter::new(writer, &mut capturing, batch_size);
     for (i, doc) in chunk.iter().enumerate() {
         embedding.add(document(fields, doc), doc.dense_text())?;
         // `add` embeds and adds a batch each time `batch_size` documents are queued.
@@ -268,11 +354,38 @@ fn add_embedded(
     }
     let report = embedding.finish()?;
     progress(chunk.len() % batch_size);
+    let rejected: HashSet<usize> = report.rejected.iter().map(|(p, _)| *p).collect();
+    for (position, doc) in chunk.iter().enumerate() {
+        if !rejected.contains(&position) {
+            tally.add(&doc.id, capturing.rows.get(position).map(Vec::as_slice));
+        }
+    }
     for (position, error) in &report.rejected {
         let id = chunk.get(*position).map_or("?", |d| d.id.as_str());
         tracing::warn!("document `{id}` refused: {error}");
     }
     Ok((report.added, report.rejected.len()))
+}
+
+/// Keeps the vectors it returns, in order (the writer stores them unchanged), for the tally.
+struct Capturing<'e> {
+    inner: &'e mut dyn TextEmbedder,
+    rows: Vec<Vec<f32>>,
+}
+
+impl TextEmbedder for Capturing<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn embed_documents(&mut self, texts: &[&str]) -> Result<Array2<f32>> {
+        let embeddings = self.inner.embed_documents(texts)?;
+        self.rows
+            .extend(embeddings.rows().into_iter().map(|r| r.to_vec()));
+        Ok(embeddings)
+    }
+    fn embed_queries(&mut self, texts: &[&str]) -> Result<Array2<f32>> {
+        self.inner.embed_queries(texts)
+    }
 }
 
 fn indexed_options(analyzer: &str) -> TextOptions {
@@ -356,6 +469,11 @@ fn open_or_create(
         };
         return Ok((index, dense, config));
     }
+    // A kill between Tantivy's meta.json and ltre.json leaves exactly these artefacts.
+    if dir.is_dir() && is_interrupted_creation(dir)? {
+        tracing::info!("{}: finishing an interrupted index creation", dir.display());
+        clear_interrupted_creation(dir)?;
+    }
     ensure_empty_dir(dir)?;
     for f in &options.bm25_fields {
         if ![TITLE_FIELD, TEXT_FIELD, CONTENTS_FIELD].contains(&f.as_str()) {
@@ -411,11 +529,21 @@ fn open_or_create(
             analyzer: options.analyzer.clone(),
         },
     };
+    testing_hooks::pause("tantivy-created");
+    // Written right after Tantivy's files: from here on the directory is an ltre index that a
+    // rerun resumes (the base encoder is installed next, idempotently).
+    config.save(dir)?;
     Ok((index, dense, config))
 }
 
 /// Creates `dir` if missing; refuses an existing non-empty directory.
 pub(crate) fn ensure_empty_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: is a file, not a directory; name a new index directory",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     if entries.next().is_some() {
@@ -427,15 +555,22 @@ pub(crate) fn ensure_empty_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Installs `model` as the base (document) encoder of the index at `index_dir` and activates
-/// it, unless a base encoder is already installed.
+/// Installs `model` as the base (document) encoder of the index at `index_dir`, unless a base
+/// encoder is already installed, and activates it when no encoder is active yet (so a run killed
+/// between the copy and the activation is completed, and a later choice is never undone).
 pub fn install_base_encoder(index_dir: &Path, model: &Path) -> Result<()> {
     let store = EncoderStore::new(index_dir);
-    if store.encoder_dir(BASE_ENCODER)?.is_dir() {
-        return Ok(());
+    let base = store.encoder_dir(BASE_ENCODER)?;
+    // Staging copies of a killed install.
+    ltre_core::fsutil::remove_stale_siblings(&base);
+    if !base.is_dir() {
+        testing_hooks::pause("installing");
+        store.install(BASE_ENCODER, model)?;
     }
-    store.install(BASE_ENCODER, model)?;
-    store.activate(BASE_ENCODER)
+    if !index_dir.join(ENCODERS_DIR).join(ACTIVE_FILE).exists() {
+        store.activate(BASE_ENCODER)?;
+    }
+    Ok(())
 }
 
 /// Writes `encoders/base/encoder.json` with the checksum of the document vectors of `index`.

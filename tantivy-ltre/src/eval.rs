@@ -22,7 +22,7 @@
 //! # Ok(())
 //! # }
 //! ```
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use ltre_core::data::{Qrels, Query};
 use ltre_core::metrics::{evaluate, Evaluation, Metric, Run, DEFAULT_METRICS};
@@ -64,6 +64,13 @@ pub struct EvalReport {
     pub queries: usize,
     /// Repeated document ids removed from the rankings.
     pub duplicates_removed: usize,
+    /// Query ids judged in the qrels but absent from the queries, sorted: not run and not
+    /// scored (a partial queries file, or queries and qrels of different splits).
+    pub missing_queries: Vec<String>,
+    /// Document ids judged in the qrels (for the queries run) but absent from the index,
+    /// sorted: a relevant one can never be retrieved and lowers every metric. Empty when the
+    /// id field is not indexed (nothing to look them up with).
+    pub missing_documents: Vec<String>,
 }
 
 /// Keeps the first occurrence of each document id; returns how many were removed.
@@ -114,12 +121,46 @@ pub fn evaluate_queries(
         progress(done + 1);
     }
     let evaluation = evaluate(&run, qrels, &options.metrics);
+    let asked: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+    let missing_queries = qrels
+        .keys()
+        .filter(|id| !asked.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let judged_documents: BTreeSet<&str> = judged
+        .iter()
+        .filter_map(|q| qrels.get(&q.id))
+        .flat_map(|docs| docs.keys().map(String::as_str))
+        .collect();
+    let missing_documents = missing_documents(index, &searcher, judged_documents)?;
     Ok(EvalReport {
         run,
         evaluation,
         queries: judged.len(),
         duplicates_removed,
+        missing_queries,
+        missing_documents,
     })
+}
+
+/// The ids among `ids` that no document of the index carries (looked up in the id field).
+fn missing_documents(
+    index: &LtreIndex,
+    searcher: &tantivy::Searcher,
+    ids: BTreeSet<&str>,
+) -> Result<Vec<String>> {
+    let field = index.id_field().field();
+    if !index.index().schema().get_field_entry(field).is_indexed() {
+        return Ok(Vec::new());
+    }
+    let mut missing = Vec::new();
+    for id in ids {
+        let term = tantivy::Term::from_field_text(field, id);
+        if searcher.doc_freq(&term)? == 0 {
+            missing.push(id.to_string());
+        }
+    }
+    Ok(missing)
 }
 
 #[cfg(test)]

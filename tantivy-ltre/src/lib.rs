@@ -113,6 +113,7 @@ pub mod ann;
 pub mod checksum;
 pub mod collector;
 pub mod corpus;
+mod corpus_resume;
 pub mod embedder;
 pub mod encoders;
 pub mod error;
