@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use tantivy_ltre::encoders::{EncoderStore, IndexConfig};
+use tantivy_ltre::report::encoder_table;
 
 /// Arguments.
 #[derive(clap::Args)]
@@ -47,9 +48,6 @@ enum Command {
     },
 }
 
-/// The metric shown by `list`: what `ltre-cli train` records on the dev split.
-const LIST_METRIC: &str = "dev_ndcg10";
-
 fn list(index: &Path, json: bool) -> Result<()> {
     let store = EncoderStore::new(index);
     let records = store.list_records()?;
@@ -60,16 +58,8 @@ fn list(index: &Path, json: bool) -> Result<()> {
         );
     }
     let active = store.active_id().ok();
-    // Read-only: report an interrupted switch rather than repair it here.
-    if let Some(last) = store.history().ok().and_then(|h| h.last().cloned()) {
-        if active.as_deref() != Some(last.id.as_str()) {
-            eprintln!(
-                "warning: ACTIVE names {} but HISTORY ends with `{}` (an interrupted switch); \
-                 the next `encoder activate` or `rollback` completes it",
-                active.as_deref().unwrap_or("nothing"),
-                last.id
-            );
-        }
+    if let Some(warning) = store.interrupted_switch_warning() {
+        eprintln!("warning: {warning}");
     }
     if json {
         let rows: Vec<serde_json::Value> = records
@@ -81,29 +71,8 @@ fn list(index: &Path, json: bool) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    println!(
-        "  {:<12} {:<20}  {:<12} {:>10}  note",
-        "id", "created", "parent", LIST_METRIC
-    );
-    for r in &records {
-        let marker = if Some(&r.id) == active.as_ref() {
-            '*'
-        } else {
-            ' '
-        };
-        let metric = r
-            .metrics
-            .get(LIST_METRIC)
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-        println!(
-            "{marker} {:<12} {:<20}  {:<12} {metric:>10}  {}",
-            r.id,
-            r.created,
-            r.parent.as_deref().unwrap_or("-"),
-            r.note.as_deref().unwrap_or("")
-        );
+    } else {
+        print!("{}", encoder_table(&records, active.as_deref()));
     }
     Ok(())
 }

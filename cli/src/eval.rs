@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use indicatif::ProgressBar;
 use ltre_core::data::{read_qrels, read_queries};
 use ltre_core::metrics::{write_trec_run, DEFAULT_METRICS};
 use tantivy_ltre::eval::{evaluate_queries, EvalOptions};
@@ -45,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let index = args.retrieval.open()?;
     let judged = queries.iter().filter(|q| qrels.contains_key(&q.id)).count();
-    let progress = ProgressBar::new(judged as u64);
+    let progress = crate::progress(Some(judged as u64), "queries");
     let report = evaluate_queries(&index, &queries, &qrels, &options, |done| {
         progress.set_position(done as u64)
     })
@@ -57,16 +56,9 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     progress.finish_and_clear();
-    warn_unmatched(
-        "judged queries missing from",
-        &args.queries,
-        &report.missing_queries,
-    );
-    warn_unmatched(
-        "judged documents missing from the index",
-        &args.retrieval.index,
-        &report.missing_documents,
-    );
+    for warning in report.warnings() {
+        eprintln!("warning: {warning}");
+    }
     if let Some(path) = &args.run_file {
         write_trec_run(path, &report.run, "ltre")?;
     }
@@ -97,19 +89,4 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Warns on stderr about qrels ids that match nothing, naming a few.
-fn warn_unmatched(what: &str, place: &std::path::Path, ids: &[String]) {
-    if ids.is_empty() {
-        return;
-    }
-    let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
-    let more = if ids.len() > shown.len() { ", ..." } else { "" };
-    eprintln!(
-        "warning: {} {what} {}: {}{more}",
-        ids.len(),
-        place.display(),
-        shown.join(", ")
-    );
 }

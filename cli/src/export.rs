@@ -5,24 +5,6 @@ use anyhow::Context;
 use ltre_core::export::{export_checkpoint, ExportOptions};
 use ltre_core::manifest::{Pooling, WordEmbeddingGrad};
 
-/// Pooling choice on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum PoolingArg {
-    /// Masked mean over tokens.
-    Mean,
-    /// The `[CLS]` token.
-    Cls,
-}
-
-/// Word-embedding gradient mode on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum WordEmbeddingsArg {
-    /// Per-token gradient rows, scattered into the table in Rust.
-    Sparse,
-    /// No gradient: the table stays fixed.
-    Frozen,
-}
-
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,7 +16,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Pooling [default: from 1_Pooling/config.json, else mean].
     #[arg(long, value_enum)]
-    pub pooling: Option<PoolingArg>,
+    pub pooling: Option<Pooling>,
     /// L2-normalise embeddings [default: when modules.json lists Normalize].
     #[arg(long, conflicts_with = "no_normalize")]
     pub normalize: bool,
@@ -52,16 +34,13 @@ pub struct Args {
     pub train: bool,
     /// Word-embedding gradients in the training graph.
     #[arg(long, value_enum, default_value = "sparse", requires = "train")]
-    pub word_embeddings: WordEmbeddingsArg,
+    pub word_embeddings: WordEmbeddingGrad,
 }
 
 /// Runs the export and prints a summary.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = ExportOptions {
-        pooling: args.pooling.map(|p| match p {
-            PoolingArg::Mean => Pooling::Mean,
-            PoolingArg::Cls => Pooling::Cls,
-        }),
+        pooling: args.pooling,
         normalize: match (args.normalize, args.no_normalize) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -69,10 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         query_max_length: args.query_max_length,
         document_max_length: args.document_max_length,
-        train: args.train.then_some(match args.word_embeddings {
-            WordEmbeddingsArg::Sparse => WordEmbeddingGrad::Sparse,
-            WordEmbeddingsArg::Frozen => WordEmbeddingGrad::Frozen,
-        }),
+        train: args.train.then_some(args.word_embeddings),
     };
     let m = export_checkpoint(&args.model, &args.out, &opts).with_context(|| {
         format!(

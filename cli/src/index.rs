@@ -4,8 +4,7 @@
 //! ([`tantivy_ltre::migrate::add_dense_field_to_index`]).
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{bail, Result};
 use tantivy_ltre::corpus::{index_corpus, CorpusOptions};
 use tantivy_ltre::migrate::{add_dense_field_to_index, MigrateOptions};
 use tantivy_ltre::AnnOptions;
@@ -64,15 +63,6 @@ pub struct Args {
     ann_min_docs: usize,
 }
 
-fn progress_bar(total: Option<usize>) -> ProgressBar {
-    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} docs {per_sec} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    match total {
-        Some(n) => ProgressBar::new(n as u64).with_style(style),
-        None => ProgressBar::new_spinner(),
-    }
-}
-
 /// Runs `ltre-cli index`.
 pub fn run(args: Args) -> Result<()> {
     let ann = args
@@ -94,24 +84,11 @@ pub fn run(args: Args) -> Result<()> {
             ann,
             ..MigrateOptions::new(model)
         };
-        let progress = progress_bar(None);
+        let progress = crate::progress(None, "docs");
         let report =
             add_dense_field_to_index(old, &args.index, &options, |n| progress.inc(n as u64))?;
         progress.finish_and_clear();
-        eprintln!(
-            "copied {} documents of {} into {} with a {}-d dense field `{}` (id field `{}`{})",
-            report.documents,
-            old.display(),
-            args.index.display(),
-            report.dim,
-            args.dense_field,
-            report.id_field,
-            if report.dropped_fields.is_empty() {
-                String::new()
-            } else {
-                format!(", dropped {}", report.dropped_fields.join(", "))
-            }
-        );
+        eprintln!("{report}: {} -> {}", old.display(), args.index.display());
         return Ok(());
     }
     let Some(corpus) = &args.corpus else {
@@ -126,41 +103,13 @@ pub fn run(args: Args) -> Result<()> {
         commit_every: args.commit_every,
         ann,
     };
-    let total = std::fs::read(corpus)
-        .with_context(|| format!("reading {}", corpus.display()))?
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count();
-    let progress = progress_bar(Some(total));
+    let total = ltre_core::data::count_lines(corpus)?;
+    let progress = crate::progress(Some(total as u64), "docs");
     let report = index_corpus(&args.index, corpus, &options, |n| progress.inc(n as u64))?;
     progress.finish_and_clear();
-    if report.duplicates > 0 {
-        let examples: Vec<String> = report
-            .duplicate_examples
-            .iter()
-            .take(5)
-            .map(|d| {
-                format!(
-                    "`{}` at line {} (first at line {})",
-                    d.id, d.line, d.first_line
-                )
-            })
-            .collect();
-        eprintln!(
-            "warning: {} corpus lines repeat an earlier document id and were not indexed (ids are unique; the first occurrence is kept): {}{}",
-            report.duplicates,
-            examples.join(", "),
-            if report.duplicates > examples.len() { ", ..." } else { "" }
-        );
+    if let Some(warning) = report.duplicate_warning() {
+        eprintln!("warning: {warning}");
     }
-    eprintln!(
-        "indexed {} documents ({} already present, {} refused, {} duplicate ids) into {} [BM25 k1=1.2 b=0.75, analyzer {}]",
-        report.added,
-        report.skipped,
-        report.refused,
-        report.duplicates,
-        args.index.display(),
-        report.analyzer
-    );
+    eprintln!("{report} into {}", args.index.display());
     Ok(())
 }

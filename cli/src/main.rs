@@ -63,3 +63,15 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// The one progress bar style of the CLI: `total` steps of `unit` (a spinner without a total).
+pub fn progress(total: Option<u64>, unit: &str) -> indicatif::ProgressBar {
+    let template =
+        format!("{{bar:40}} {{pos}}/{{len}} {unit} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}");
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(style),
+        None => indicatif::ProgressBar::new_spinner(),
+    }
+}

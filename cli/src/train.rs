@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ltre_core::trainer::{Objective, TrainConfig};
 use tantivy_ltre::finetune::{
     read_beir_judged, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, TrainingData,
@@ -130,7 +130,6 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Prints the library's lines, with a progress bar per training phase.
 fn show(bar: &mut ProgressBar, event: &FineTuneEvent) {
-    const TEMPLATE: &str = "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}";
     match event {
         FineTuneEvent::Step { step, loss, .. } => {
             bar.set_position(*step);
@@ -140,9 +139,6 @@ fn show(bar: &mut ProgressBar, event: &FineTuneEvent) {
         _ => eprintln!("{event}"),
     }
     if let FineTuneEvent::PhaseStarted { total_steps, .. } = event {
-        *bar = ProgressBar::new(*total_steps);
-        bar.set_style(
-            ProgressStyle::with_template(TEMPLATE).unwrap_or(ProgressStyle::default_bar()),
-        );
+        *bar = crate::progress(Some(*total_steps), "steps");
     }
 }

@@ -211,6 +211,22 @@ impl Iterator for CorpusReader {
     }
 }
 
+/// The number of lines of a file (its newline bytes), read in blocks: the total for a progress
+/// bar over a corpus larger than memory.
+pub fn count_lines(path: impl AsRef<Path>) -> Result<usize> {
+    use std::io::Read;
+    let path = path.as_ref();
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut buf, mut lines) = (vec![0u8; 1 << 16], 0);
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count();
+    }
+}
+
 /// Reads a whole BEIR `corpus.jsonl`.
 pub fn read_corpus(path: impl AsRef<Path>) -> Result<Vec<Doc>> {
     CorpusReader::open(path)?.collect()

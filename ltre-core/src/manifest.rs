@@ -61,6 +61,7 @@ pub mod io_names {
 /// Pooling of the token states into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Pooling {
     /// Masked mean over non-padding tokens.
     Mean,
@@ -71,6 +72,7 @@ pub enum Pooling {
 /// How the word-embedding gradient is produced by the training graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum WordEmbeddingGrad {
     /// Word embeddings are frozen: no gradient output.
     Frozen,

@@ -36,6 +36,7 @@
 //! - [`eval`]: judged queries through an [`LtreIndex`], scored (nDCG@10, MRR@10, Recall@100).
 //! - [`corpus`]: indexes a BEIR corpus (resumable), installing the base encoder.
 //! - [`migrate`]: an existing Tantivy index gains the dense field (a new, verified copy).
+//! - [`report`]: the reports of these workflows as the lines a front end prints.
 //! - [`verify`]: the full integrity check of an index's segment files ([`verify::verify_index`]):
 //!   checksums of the dense field's files and Tantivy's, per segment. Opening a segment's vectors
 //!   runs only the cheap check (header and lengths); a failure names the segment and the file.
@@ -130,6 +131,7 @@ pub mod migrate;
 pub mod query;
 pub mod registry;
 pub mod registry_log;
+pub mod report;
 pub mod scan;
 pub mod search;
 pub mod verify;
