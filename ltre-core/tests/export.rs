@@ -202,6 +202,33 @@ fn re_export_replaces_an_export_but_never_other_files() {
         std::fs::read_to_string(precious.join("notes.txt")).unwrap(),
         "keep me"
     );
+
+    // A file the user added inside an existing export is not silently deleted by a re-export
+    // (before: the whole directory was swapped and the file lost).
+    std::fs::write(out.join("README.txt"), "my notes").unwrap();
+    let err = export_checkpoint(&ckpt, &out, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("README.txt"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("README.txt")).unwrap(),
+        "my notes"
+    );
+
+    // A killed export's temporary directory (a dead pid) is cleaned up by the next export.
+    std::fs::remove_file(out.join("README.txt")).unwrap();
+    let leftover = tmp.path().join(".out.tmp-0-1-0");
+    std::fs::create_dir(&leftover).unwrap();
+    export_checkpoint(&ckpt, &out, &ExportOptions::default()).unwrap();
+    if Path::new("/proc/self").exists() {
+        assert!(!leftover.exists(), "the killed export's leftover stays");
+    }
+    let hidden: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".out."))
+        .collect();
+    assert!(hidden.is_empty(), "no temporary directory left behind");
 }
 
 /// Exports a damaged copy of the tiny checkpoint and returns the error text; `--out` must not exist.
