@@ -5,10 +5,12 @@
 //! LTRe only the query tower learns.
 //!
 //! - [`ltre_loss`]: LTRe's pairwise loss in ADORE's form, weighted by the change in reciprocal
-//!   rank, over the full-retrieval top-n plus relevant documents that were not retrieved.
+//!   rank, over the full-retrieval top-n plus relevant documents that were not retrieved;
+//!   [`ltre_loss_weighted`] also offers the change in graded nDCG ([`PairWeight`]).
 //! - [`in_batch_loss`]: softmax cross-entropy against the other queries' positives.
 //! - [`sampled_negatives_loss`]: softmax cross-entropy over one positive and sampled negatives.
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use serde::{Deserialize, Serialize};
 
 /// One candidate document of a query in the LTRe loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +21,43 @@ pub struct Candidate {
     pub rank: Option<usize>,
     /// Whether the qrels mark it relevant.
     pub relevant: bool,
+    /// Its qrels grade, the gain of [`PairWeight::DeltaNdcg`]: a relevant candidate counts at
+    /// least 1, an irrelevant one 0 whatever this says.
+    pub grade: i32,
+}
+
+impl Candidate {
+    /// Linear gain, as trec_eval's nDCG (and [`crate::metrics::ndcg_at`]) uses it.
+    fn gain(&self) -> f64 {
+        if self.relevant {
+            self.grade.max(1) as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How the LTRe loss weighs a (better, worse) pair of candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairWeight {
+    /// ADORE's `|1/r_i - 1/r_j|` over (relevant, irrelevant) pairs; grades are ignored.
+    #[default]
+    ReciprocalRank,
+    /// The change in graded nDCG if the two swapped places (LambdaRank's ΔnDCG) over every pair
+    /// with different gains: `|(g_i - g_j) (D(r_i) - D(r_j))| / IDCG` with linear gains `g`
+    /// (the grade, 0 if irrelevant) and `D(r) = 1/log2(1 + r)`, 0 beyond the rank cut or when
+    /// not retrieved, as for ADORE's reciprocal rank. IDCG is over the query's relevant
+    /// candidates, cut the same way (it cancels in the per-query normalisation, but keeps the
+    /// weights on nDCG's scale).
+    DeltaNdcg,
+}
+
+impl PairWeight {
+    /// Whether this is the default (configs omit it then, so their stored form is unchanged).
+    pub fn is_default(&self) -> bool {
+        *self == PairWeight::default()
+    }
 }
 
 /// Loss of one query and its gradient with respect to the query vector.
@@ -52,6 +91,46 @@ pub fn reciprocal_rank(rank: Option<usize>, cut: usize) -> f64 {
     }
 }
 
+/// nDCG's discount with the same cut: `1/log2(1 + r)` for `r <= cut`, 0 beyond it or when
+/// not retrieved.
+pub fn ndcg_discount(rank: Option<usize>, cut: usize) -> f64 {
+    match rank {
+        Some(r) if r >= 1 && r <= cut => 1.0 / (r as f64 + 1.0).log2(),
+        _ => 0.0,
+    }
+}
+
+/// Ideal DCG of the relevant candidates' gains, cut at `cut` (0 when none is relevant).
+fn ideal_dcg(candidates: &[Candidate], cut: usize) -> f64 {
+    let mut gains: Vec<f64> = candidates
+        .iter()
+        .filter(|c| c.relevant)
+        .map(Candidate::gain)
+        .collect();
+    gains.sort_by(|a, b| b.total_cmp(a));
+    gains
+        .iter()
+        .enumerate()
+        .map(|(k, g)| g * ndcg_discount(Some(k + 1), cut))
+        .sum()
+}
+
+/// Weight of the pair (`a` should rank above `b`) under `weight`; `idcg` is only used by
+/// [`PairWeight::DeltaNdcg`] (pass [`ideal_dcg`]'s value; a non-positive one gives 0).
+fn pair_weight(weight: PairWeight, a: &Candidate, b: &Candidate, cut: usize, idcg: f64) -> f64 {
+    match weight {
+        PairWeight::ReciprocalRank => {
+            (reciprocal_rank(a.rank, cut) - reciprocal_rank(b.rank, cut)).abs()
+        }
+        PairWeight::DeltaNdcg if idcg > 0.0 => {
+            let gains = a.gain() - b.gain();
+            let discounts = ndcg_discount(a.rank, cut) - ndcg_discount(b.rank, cut);
+            (gains * discounts).abs() / idcg
+        }
+        PairWeight::DeltaNdcg => 0.0,
+    }
+}
+
 /// LTRe / ADORE pairwise loss for one query:
 /// `sum_{i relevant, j irrelevant} |1/r_i - 1/r_j| * log(1 + exp(-(s_i - s_j)))`, divided by
 /// the sum of the weights, with `s = t <q, d>`. Returns `None` when the query has no
@@ -63,21 +142,53 @@ pub fn ltre_loss(
     temperature: f32,
     rr_cut: usize,
 ) -> Option<QueryLoss> {
+    ltre_loss_weighted(
+        q,
+        candidates,
+        docs,
+        temperature,
+        rr_cut,
+        PairWeight::ReciprocalRank,
+    )
+}
+
+/// The LTRe pairwise loss with the pair weighting `weight`:
+/// `sum_{(i, j)} w_ij * log(1 + exp(-(s_i - s_j)))` over the pairs where `i` should rank above
+/// `j`, divided by the sum of the weights. [`PairWeight::ReciprocalRank`] pairs each relevant
+/// candidate with each irrelevant one (this is [`ltre_loss`]); [`PairWeight::DeltaNdcg`] pairs
+/// every two candidates whose gains differ, so a grade-2 document also learns to beat a grade-1
+/// one. Returns `None` when no pair has a non-zero weight.
+pub fn ltre_loss_weighted(
+    q: ArrayView1<f32>,
+    candidates: &[Candidate],
+    docs: ArrayView2<f32>,
+    temperature: f32,
+    rr_cut: usize,
+    weight: PairWeight,
+) -> Option<QueryLoss> {
     let t = temperature as f64;
     let scores: Vec<f64> = candidates
         .iter()
         .map(|c| t * docs.row(c.doc).dot(&q) as f64)
         .collect();
-    let rr: Vec<f64> = candidates
-        .iter()
-        .map(|c| reciprocal_rank(c.rank, rr_cut))
-        .collect();
-    // Coefficient of each candidate's score in dL/ds, accumulated over pairs.
+    let idcg = match weight {
+        PairWeight::ReciprocalRank => 0.0,
+        PairWeight::DeltaNdcg => ideal_dcg(candidates, rr_cut),
+    };
+    let above = |a: &Candidate, b: &Candidate| match weight {
+        PairWeight::ReciprocalRank => a.relevant && !b.relevant,
+        PairWeight::DeltaNdcg => a.gain() > b.gain(),
+    };
+    // Coefficient of each candidate's score in dL/ds, accumulated over pairs. The loops visit
+    // ADORE's pairs in the same order as always, so its sums stay bit-identical.
     let mut coef = vec![0f64; candidates.len()];
     let (mut loss, mut wsum, mut pairs) = (0f64, 0f64, 0usize);
-    for (i, ci) in candidates.iter().enumerate().filter(|(_, c)| c.relevant) {
-        for (j, _) in candidates.iter().enumerate().filter(|(_, c)| !c.relevant) {
-            let w = (rr[i] - rr[j]).abs();
+    for (i, ci) in candidates.iter().enumerate() {
+        for (j, cj) in candidates.iter().enumerate() {
+            if !above(ci, cj) {
+                continue;
+            }
+            let w = pair_weight(weight, ci, cj, rr_cut, idcg);
             if w == 0.0 {
                 continue;
             }
@@ -90,7 +201,6 @@ pub fn ltre_loss(
             wsum += w;
             pairs += 1;
         }
-        let _ = ci;
     }
     if pairs == 0 {
         return None;
@@ -227,26 +337,31 @@ mod tests {
                 doc: 1,
                 rank: Some(1),
                 relevant: false,
+                grade: 0,
             },
             Candidate {
                 doc: 2,
                 rank: Some(2),
                 relevant: false,
+                grade: 0,
             },
             Candidate {
                 doc: 3,
                 rank: Some(3),
                 relevant: false,
+                grade: 0,
             },
             Candidate {
                 doc: 0,
                 rank: Some(4),
                 relevant: true,
+                grade: 1,
             },
             Candidate {
                 doc: 4,
                 rank: None,
                 relevant: true,
+                grade: 1,
             },
         ];
         let l = ltre_loss(q.view(), &cands, d.view(), 5.0, 200).unwrap();
@@ -290,11 +405,13 @@ mod tests {
                 doc: 0,
                 rank: Some(20),
                 relevant: true,
+                grade: 1,
             },
             Candidate {
                 doc: 1,
                 rank: Some(30),
                 relevant: false,
+                grade: 0,
             },
         ];
         assert!(ltre_loss(q.view(), &cands, d.view(), 20.0, 10).is_none());
@@ -303,8 +420,116 @@ mod tests {
             doc: 0,
             rank: Some(1),
             relevant: true,
+            grade: 1,
         }];
         assert!(ltre_loss(q.view(), &cands, d.view(), 20.0, 10).is_none());
+    }
+
+    fn cand(doc: usize, rank: Option<usize>, grade: i32) -> Candidate {
+        Candidate {
+            doc,
+            rank,
+            relevant: grade >= 1,
+            grade,
+        }
+    }
+
+    #[test]
+    fn delta_ndcg_gradient_matches_finite_differences_and_points_the_right_way() {
+        let d = docs();
+        let q = array![0.1f32, 0.9, 0.4];
+        // Grade 2 ranked 4th below three irrelevant documents; grade 1 not retrieved.
+        let cands = [
+            cand(1, Some(1), 0),
+            cand(2, Some(2), 0),
+            cand(3, Some(3), 0),
+            cand(0, Some(4), 2),
+            cand(4, None, 1),
+        ];
+        let loss = |q: ArrayView1<f32>| {
+            ltre_loss_weighted(q, &cands, d.view(), 5.0, 200, PairWeight::DeltaNdcg).unwrap()
+        };
+        let l = loss(q.view());
+        // 3 x 2 (relevant, irrelevant) pairs plus (grade 2, grade 1).
+        assert_eq!(l.pairs, 7);
+        let num = numeric_grad(|q| loss(q).loss, &q);
+        for (a, b) in l.grad.iter().zip(num.iter()) {
+            assert!((a - b).abs() < 1e-3, "analytic {a} vs numeric {b}");
+        }
+        let q2 = &q - &(&l.grad * 0.05);
+        let margin = |q: &Array1<f32>| {
+            d.row(0).dot(q) - d.row(1).dot(q).max(d.row(2).dot(q)).max(d.row(3).dot(q))
+        };
+        assert!(margin(&q2) > margin(&q));
+        assert!(loss(q2.view()).loss < l.loss);
+    }
+
+    #[test]
+    fn delta_ndcg_orders_grades_that_adore_ignores() {
+        let d = docs();
+        let q = array![0.9f32, 0.1, 0.2];
+        // Grade 1 at rank 1 above grade 2 at rank 2: only the graded weighting has a pair.
+        let cands = [cand(0, Some(1), 1), cand(3, Some(2), 2)];
+        assert!(ltre_loss(q.view(), &cands, d.view(), 5.0, 10).is_none());
+        let l =
+            ltre_loss_weighted(q.view(), &cands, d.view(), 5.0, 10, PairWeight::DeltaNdcg).unwrap();
+        assert_eq!(l.pairs, 1);
+        let q2 = &q - &(&l.grad * 0.05);
+        let gap = |q: &Array1<f32>| d.row(3).dot(q) - d.row(0).dot(q);
+        assert!(
+            gap(&q2) > gap(&q),
+            "the grade-2 document gains on the grade-1 one"
+        );
+        // IDCG = 2/log2(2) + 1/log2(3); swapping ranks 1 and 2 changes DCG by (2-1)(1 - 1/log2 3).
+        let idcg = 2.0 + 1.0 / 3f64.log2();
+        let w = pair_weight(PairWeight::DeltaNdcg, &cands[1], &cands[0], 10, idcg);
+        assert!((w - (1.0 - 1.0 / 3f64.log2()) / idcg).abs() < 1e-12);
+    }
+
+    #[test]
+    fn delta_ndcg_on_binary_grades_is_adore_with_ndcg_discount() {
+        assert_eq!(ndcg_discount(Some(1), 10), 1.0);
+        assert_eq!(ndcg_discount(Some(3), 10), 0.5);
+        assert_eq!(ndcg_discount(Some(11), 10), 0.0);
+        assert_eq!(ndcg_discount(None, 10), 0.0);
+        // Binary grades: the same (relevant, irrelevant) pairs; the weight is the change in
+        // discount, log2 instead of reciprocal, over IDCG (1 for one relevant document).
+        let rel = cand(0, Some(7), 1);
+        for (rank, cut) in [(Some(1), 10), (Some(3), 10), (Some(12), 10), (None, 10)] {
+            let irr = cand(1, rank, 0);
+            let adore = pair_weight(PairWeight::ReciprocalRank, &rel, &irr, cut, 0.0);
+            let ndcg = pair_weight(PairWeight::DeltaNdcg, &rel, &irr, cut, 1.0);
+            let expect_adore = (1.0 / 7.0 - reciprocal_rank(rank, cut)).abs();
+            let expect_ndcg = (1.0 / 8f64.log2() - ndcg_discount(rank, cut)).abs();
+            assert!((adore - expect_adore).abs() < 1e-12);
+            assert!((ndcg - expect_ndcg).abs() < 1e-12);
+        }
+        let d = docs();
+        let q = array![0.3f32, 0.2, 0.8];
+        let cands = [
+            cand(1, Some(1), 0),
+            cand(0, Some(2), 1),
+            cand(2, Some(3), 0),
+            cand(4, None, 1),
+        ];
+        let adore = ltre_loss(q.view(), &cands, d.view(), 5.0, 10).unwrap();
+        let graded =
+            ltre_loss_weighted(q.view(), &cands, d.view(), 5.0, 10, PairWeight::DeltaNdcg).unwrap();
+        assert_eq!(adore.pairs, graded.pairs);
+        // One pair: the per-query normalisation makes both weightings the same loss.
+        let one = [cand(1, Some(1), 0), cand(0, Some(2), 1)];
+        let a = ltre_loss(q.view(), &one, d.view(), 5.0, 10).unwrap();
+        let b =
+            ltre_loss_weighted(q.view(), &one, d.view(), 5.0, 10, PairWeight::DeltaNdcg).unwrap();
+        assert!((a.loss - b.loss).abs() < 1e-6);
+        for (x, y) in a.grad.iter().zip(b.grad.iter()) {
+            assert!((x - y).abs() < 1e-6);
+        }
+        // Both beyond the cut: no informative pair either way.
+        let far = [cand(0, Some(20), 2), cand(1, Some(30), 0)];
+        assert!(
+            ltre_loss_weighted(q.view(), &far, d.view(), 5.0, 10, PairWeight::DeltaNdcg).is_none()
+        );
     }
 
     #[test]

@@ -263,6 +263,7 @@ fn one_ltre_step_raises_a_relevant_document_ranked_below_negatives() {
         id: "q0".into(),
         text: TEXTS[0].into(),
         relevant: vec![positive],
+        grades: vec![1],
     }];
     let config = TrainConfig {
         batch_size: 1,
@@ -440,6 +441,7 @@ fn a_run_directory_of_another_configuration_is_refused() {
         id: "q".into(),
         text: "cat".into(),
         relevant: vec![0],
+        grades: vec![1],
     }];
     let config = TrainConfig {
         epochs: 9,

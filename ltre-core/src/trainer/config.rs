@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::loss::PairWeight;
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
 
@@ -16,7 +17,8 @@ pub const MAX_NEGATIVES: usize = 1 << 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
-    /// LTRe: full retrieval, pairwise loss weighted by the change in reciprocal rank.
+    /// LTRe: full retrieval, pairwise loss weighted by the change in reciprocal rank or in
+    /// graded nDCG ([`TrainConfig::pair_weight`]).
     #[default]
     Ltre,
     /// Softmax cross-entropy against the other queries' positives in the batch.
@@ -41,8 +43,13 @@ pub struct TrainConfig {
     pub objective: Objective,
     /// LTRe: documents retrieved per query.
     pub top_n: usize,
-    /// LTRe: reciprocal ranks beyond this cut count as 0.
+    /// LTRe: reciprocal ranks (and nDCG discounts) beyond this cut count as 0.
     pub rr_cut: usize,
+    /// LTRe: pair weighting, `reciprocal_rank` (ADORE's, grades ignored) or `delta_ndcg` (the
+    /// change in graded nDCG). Left out of the stored config when default, so run directories
+    /// of earlier versions still resume.
+    #[serde(skip_serializing_if = "PairWeight::is_default")]
+    pub pair_weight: PairWeight,
     /// Scores are `temperature * <q, d>` (about 20 for L2-normalised encoders).
     pub temperature: f32,
     /// Sampled-negative objectives: negatives per query.
@@ -72,6 +79,7 @@ impl Default for TrainConfig {
             objective: Objective::Ltre,
             top_n: 200,
             rr_cut: 200,
+            pair_weight: PairWeight::ReciprocalRank,
             temperature: 20.0,
             negatives: 7,
             index: "Flat".into(),
@@ -138,5 +146,24 @@ impl TrainConfig {
             return bad("negatives must be at least 1 for sampled-negative objectives");
         }
         self.optimizer.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_weight_defaults_to_adore_and_is_omitted_when_default() {
+        let cfg: TrainConfig = toml::from_str("epochs = 2").unwrap();
+        assert_eq!(cfg.pair_weight, PairWeight::ReciprocalRank);
+        // Stored configs of earlier runs stay byte-identical, so their run directories resume.
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("pair_weight"), "{json}");
+        let cfg: TrainConfig = toml::from_str("pair_weight = \"delta_ndcg\"").unwrap();
+        assert_eq!(cfg.pair_weight, PairWeight::DeltaNdcg);
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), cfg);
+        assert!(toml::from_str::<TrainConfig>("pair_weight = \"ndcg\"").is_err());
     }
 }

@@ -7,7 +7,7 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use crate::data::{Qrels, Query};
 
-/// A training query with the rows of its relevant documents.
+/// A training query with the rows of its relevant documents and their grades.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainQuery {
     /// Query id.
@@ -16,6 +16,32 @@ pub struct TrainQuery {
     pub text: String,
     /// Rows (in the document matrix) of documents graded >= 1.
     pub relevant: Vec<usize>,
+    /// Grade of each document of `relevant`, aligned with it. A missing entry (or one below 1)
+    /// counts as 1, so binary data may leave this empty.
+    pub grades: Vec<i32>,
+}
+
+impl TrainQuery {
+    /// Grade of the `k`-th relevant document (at least 1).
+    pub fn grade(&self, k: usize) -> i32 {
+        self.grades.get(k).copied().unwrap_or(1).max(1)
+    }
+
+    /// Grade of document row `row` if it is relevant to this query.
+    pub fn grade_of(&self, row: usize) -> Option<i32> {
+        self.relevant
+            .iter()
+            .position(|&d| d == row)
+            .map(|k| self.grade(k))
+    }
+
+    /// Relevant rows with their grades.
+    pub fn judged(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
+        self.relevant
+            .iter()
+            .enumerate()
+            .map(|(k, &d)| (d, self.grade(k)))
+    }
 }
 
 /// Queries joined with qrels and the document id -> row map. Queries without a relevant
@@ -29,15 +55,16 @@ pub fn join_queries(
         .iter()
         .filter_map(|q| {
             let judged = qrels.get(&q.id)?;
-            let relevant: Vec<usize> = judged
+            let (relevant, grades): (Vec<usize>, Vec<i32>) = judged
                 .iter()
                 .filter(|(_, &g)| g >= 1)
-                .filter_map(|(d, _)| doc_rows.get(d).copied())
-                .collect();
+                .filter_map(|(d, &g)| doc_rows.get(d).map(|&row| (row, g)))
+                .unzip();
             (!relevant.is_empty()).then(|| TrainQuery {
                 id: q.id.clone(),
                 text: q.text.clone(),
                 relevant,
+                grades,
             })
         })
         .collect()

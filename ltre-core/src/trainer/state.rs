@@ -9,7 +9,7 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss over the epoch's steps.
     pub loss: f32,
-    /// Held-out nDCG@10 after the epoch.
+    /// Held-out nDCG@10 after the epoch (0, not measured, when there are no held-out queries).
     pub dev_ndcg10: f64,
     /// Mean wall time per step (seconds).
     pub step_seconds: f64,

@@ -148,12 +148,16 @@ impl Trainer {
     pub fn run(&mut self, stop: &AtomicBool, progress: &mut ProgressFn<'_>) -> Result<RunOutcome> {
         if self.state.baseline_dev_ndcg10.is_none() {
             let dev = self.dev.clone();
+            // Without held-out queries (a refit) there is no value to log: the 0 recorded
+            // below only keeps the starting encoder "best".
             let base = if dev.is_empty() {
+                tracing::info!("no held-out queries: no model selection");
                 0.0
             } else {
-                self.evaluate(&dev)?
+                let base = self.evaluate(&dev)?;
+                tracing::info!(dev_ndcg10 = base, "held-out nDCG@10 before training");
+                base
             };
-            tracing::info!(dev_ndcg10 = base, "held-out nDCG@10 before training");
             self.state.baseline_dev_ndcg10 = Some(base);
             self.state.best_dev_ndcg10 = base;
             self.state.best_epoch = 0;
@@ -232,12 +236,16 @@ impl Trainer {
                 .epoch_phases
                 .scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
         };
-        tracing::info!(
-            epoch = record.epoch,
-            loss = record.loss,
-            dev_ndcg10,
-            "epoch done"
-        );
+        if dev.is_empty() {
+            tracing::info!(epoch = record.epoch, loss = record.loss, "epoch done");
+        } else {
+            tracing::info!(
+                epoch = record.epoch,
+                loss = record.loss,
+                dev_ndcg10,
+                "epoch done"
+            );
+        }
         self.state.history.push(record);
         // Strictly better only: with no held-out queries the starting encoder stays "best"
         // unless the caller deploys with force.
@@ -315,26 +323,38 @@ impl Trainer {
                     .zip(hits)
                     .enumerate()
                     .map(|(b, (&qi, hits))| {
-                        let rel = &self.train[qi].relevant;
+                        let tq = &self.train[qi];
                         let mut cands: Vec<Candidate> = hits
                             .iter()
                             .enumerate()
-                            .map(|(r, h)| Candidate {
-                                doc: h.doc,
-                                rank: Some(r + 1),
-                                relevant: rel.contains(&h.doc),
+                            .map(|(r, h)| {
+                                let grade = tq.grade_of(h.doc);
+                                Candidate {
+                                    doc: h.doc,
+                                    rank: Some(r + 1),
+                                    relevant: grade.is_some(),
+                                    grade: grade.unwrap_or(0),
+                                }
                             })
                             .collect();
-                        for &d in rel {
+                        for (d, grade) in tq.judged() {
                             if !hits.iter().any(|h| h.doc == d) {
                                 cands.push(Candidate {
                                     doc: d,
                                     rank: None,
                                     relevant: true,
+                                    grade,
                                 });
                             }
                         }
-                        loss::ltre_loss(q.row(b), &cands, docs, t, self.config.rr_cut)
+                        loss::ltre_loss_weighted(
+                            q.row(b),
+                            &cands,
+                            docs,
+                            t,
+                            self.config.rr_cut,
+                            self.config.pair_weight,
+                        )
                     })
                     .collect()
             }
@@ -396,7 +416,8 @@ fn pick(rows: &[usize], rng: &mut StdRng) -> usize {
     rows[rng.random_range(0..rows.len())]
 }
 
-/// nDCG@10 of `queries` encoded by `tower`, retrieving exactly over `docs` (row i = `doc_ids[i]`).
+/// nDCG@10 of `queries` encoded by `tower`, retrieving exactly over `docs` (row i = `doc_ids[i]`),
+/// with the queries' grades as gains (as [`crate::metrics::evaluate`] scores graded qrels).
 pub fn evaluate_queries(
     tower: &mut QueryTower,
     docs: ArrayView2<f32>,
@@ -421,10 +442,10 @@ pub fn evaluate_queries(
                     .map(|&d| (doc_ids[d].clone(), row[d] as f64))
                     .collect(),
             );
+            // Graded gains, as `eval` scores the test queries.
             let judged: BTreeMap<String, i32> = tq
-                .relevant
-                .iter()
-                .map(|&d| (doc_ids[d].clone(), 1))
+                .judged()
+                .map(|(d, grade)| (doc_ids[d].clone(), grade))
                 .collect();
             qrels.insert(tq.id.clone(), judged);
         }

@@ -130,19 +130,21 @@ pub(crate) fn to_train_queries(
     queries
         .iter()
         .filter_map(|q| {
-            let mut relevant: Vec<usize> = q
-                .judgments
-                .iter()
-                .filter(|(_, g)| *g >= 1)
-                .filter_map(|(d, _)| doc_rows.get(d).copied())
-                .collect();
-            // Same order and no duplicates whatever the input order (qrels are sorted by id).
-            relevant.sort_unstable();
-            relevant.dedup();
+            // Row -> grade: same order and no duplicates whatever the input order (qrels are
+            // sorted by id); a document judged twice keeps its higher grade.
+            let mut graded: BTreeMap<usize, i32> = BTreeMap::new();
+            for (d, g) in q.judgments.iter().filter(|(_, g)| *g >= 1) {
+                if let Some(&row) = doc_rows.get(d) {
+                    let grade = graded.entry(row).or_insert(*g);
+                    *grade = (*grade).max(*g);
+                }
+            }
+            let (relevant, grades): (Vec<usize>, Vec<i32>) = graded.into_iter().unzip();
             (!relevant.is_empty()).then(|| TrainQuery {
                 id: q.id.clone(),
                 text: q.text.clone(),
                 relevant,
+                grades,
             })
         })
         .collect()
@@ -194,9 +196,17 @@ mod tests {
         let queries = [
             JudgedQuery::new("q1", "x").judge("d2", 1).judge("d1", 0),
             JudgedQuery::new("q2", "y").judge("missing", 2),
+            JudgedQuery::new("q3", "z")
+                .judge("d2", 2)
+                .judge("d1", 3)
+                .judge("d2", 1),
         ];
         let joined = to_train_queries(&queries, &rows);
-        assert_eq!(joined.len(), 1);
+        assert_eq!(joined.len(), 2);
         assert_eq!(joined[0].relevant, vec![1]);
+        assert_eq!(joined[0].grades, vec![1]);
+        // Grades travel with their rows; a repeated judgment keeps the higher grade.
+        assert_eq!(joined[1].relevant, vec![0, 1]);
+        assert_eq!(joined[1].grades, vec![3, 2]);
     }
 }

@@ -71,15 +71,21 @@ impl fmt::Display for FineTuneEvent {
 /// One line per epoch, then the held-out result, the refit, the evaluation and the deployment.
 impl fmt::Display for FineTuneReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Without held-out queries the recorded 0s are placeholders, not measurements.
+        let held_out = self.dev_queries > 0;
         for r in &self.history {
             let p = &r.phases;
+            let dev = if held_out {
+                format!("{:.4}", r.dev_ndcg10)
+            } else {
+                "none".to_string()
+            };
             writeln!(
                 f,
-                "epoch {}: loss {:.4}, held-out nDCG@10 {:.4}, {:.3} s/step (forward {:.3}, \
+                "epoch {}: loss {:.4}, held-out nDCG@10 {dev}, {:.3} s/step (forward {:.3}, \
                  retrieval+loss {:.3}, backward {:.3}, AdamW {:.3}), {:.1} s/epoch",
                 r.epoch,
                 r.loss,
-                r.dev_ndcg10,
                 r.step_seconds,
                 p.forward,
                 p.retrieval_loss,
@@ -89,11 +95,15 @@ impl fmt::Display for FineTuneReport {
             )?;
         }
         let baseline = self.baseline_dev_ndcg10;
-        write!(
-            f,
-            "held-out nDCG@10: {baseline:.4} before, best {:.4} (epoch {})",
-            self.best_dev_ndcg10, self.best_epoch
-        )?;
+        if held_out {
+            write!(
+                f,
+                "held-out nDCG@10: {baseline:.4} before, best {:.4} (epoch {})",
+                self.best_dev_ndcg10, self.best_epoch
+            )?;
+        } else {
+            write!(f, "held-out nDCG@10: none (no held-out queries)")?;
+        }
         if let Some(refit) = &self.refit {
             write!(
                 f,
@@ -111,6 +121,11 @@ impl fmt::Display for FineTuneReport {
         let start = &self.start_encoder;
         match &self.deployment {
             Deployment::NotRequested => Ok(()),
+            Deployment::NotImproved if !held_out => write!(
+                f,
+                "\nnot deployed: no held-out queries to select on; `{start}` stays active \
+                 (force deploys the final parameters)"
+            ),
             Deployment::NotImproved => write!(
                 f,
                 "\nnot deployed: no epoch improved the held-out nDCG@10 ({baseline:.4}); \
@@ -130,5 +145,52 @@ impl fmt::Display for FineTuneReport {
                 }
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ltre_core::trainer::{EpochRecord, StepPhases, TrainConfig};
+
+    use super::*;
+
+    fn report(dev_queries: usize) -> FineTuneReport {
+        FineTuneReport {
+            config: TrainConfig::default(),
+            start_encoder: "base".into(),
+            run_dir: "run".into(),
+            documents: 10,
+            train_queries: 4,
+            dev_queries,
+            baseline_dev_ndcg10: 0.0,
+            best_dev_ndcg10: 0.0,
+            best_epoch: 0,
+            history: vec![EpochRecord {
+                epoch: 1,
+                loss: 0.5,
+                dev_ndcg10: 0.0,
+                step_seconds: 0.1,
+                epoch_seconds: 0.4,
+                phases: StepPhases::default(),
+            }],
+            refit: None,
+            eval_queries: 0,
+            eval_before_ndcg10: None,
+            eval_after_ndcg10: None,
+            training_data_sha256: String::new(),
+            document_vectors_sha256_before: String::new(),
+            document_vectors_sha256_after: String::new(),
+            deployment: Deployment::NotImproved,
+        }
+    }
+
+    #[test]
+    fn no_held_out_queries_show_no_held_out_value() {
+        let text = report(0).to_string();
+        assert!(!text.contains("0.0000"), "{text}");
+        assert!(text.contains("held-out nDCG@10 none"), "{text}");
+        assert!(text.contains("no held-out queries"), "{text}");
+        let text = report(2).to_string();
+        assert!(text.contains("held-out nDCG@10 0.0000"), "{text}");
     }
 }
