@@ -31,22 +31,7 @@ const CORPUS: &[(&str, &str)] = &[
 /// The encoders of the fixture: `base` and two installed versions.
 const IDS: [&str; 3] = [BASE_ENCODER, "ltre-0001", "ltre-0002"];
 
-/// Deterministic pseudo-random numbers (SplitMix64), so that a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use ltre_core::testing::SplitMix64 as Rng;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

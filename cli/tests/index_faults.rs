@@ -16,21 +16,7 @@ use tantivy_ltre::checksum::{document_vectors_sha256, read_all_vectors};
 use tantivy_ltre::encoders::EncoderStore;
 use tantivy_ltre::{LtreIndex, RetrievalMode, SearchOptions};
 
-/// splitmix64: a seeded generator without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use ltre_core::testing::SplitMix64 as Rng;
 
 const WORDS: &[&str] = &[
     "fox", "river", "bread", "stars", "stone", "cloud", "paper", "music", "garden", "engine",

@@ -60,17 +60,7 @@ pub fn document_vectors_sha256(
 ) -> Result<String> {
     let mut hasher = Sha256::new();
     live_vectors(searcher, dense, id_field, |id, vector| {
-        hasher.update((id.len() as u64).to_le_bytes());
-        hasher.update(id.as_bytes());
-        match vector {
-            Some(v) => {
-                hasher.update([1u8]);
-                for x in v {
-                    hasher.update(x.to_le_bytes());
-                }
-            }
-            None => hasher.update([0u8]),
-        }
+        hash_document(&mut hasher, &id, vector)
     })?;
     Ok(hex::encode(hasher.finalize()))
 }
@@ -92,4 +82,20 @@ pub fn read_all_vectors(
     let matrix = Array2::from_shape_vec((ids.len(), dense.dim()), flat)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     Ok((ids, matrix))
+}
+
+/// Feeds one document (its id, and its vector or a marker for none) to `hasher`: the one
+/// encoding of a document that the index checksum and the per-commit tally both hash.
+pub(crate) fn hash_document(hasher: &mut Sha256, id: &str, vector: Option<&[f32]>) {
+    hasher.update((id.len() as u64).to_le_bytes());
+    hasher.update(id.as_bytes());
+    match vector {
+        Some(v) => {
+            hasher.update([1u8]);
+            for x in v {
+                hasher.update(x.to_le_bytes());
+            }
+        }
+        None => hasher.update([0u8]),
+    }
 }

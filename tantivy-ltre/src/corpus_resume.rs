@@ -121,17 +121,7 @@ impl VectorTally {
     /// Adds one document (`vector` `None`: a document without a vector).
     pub(crate) fn add(&mut self, id: &str, vector: Option<&[f32]>) {
         let mut hasher = Sha256::new();
-        hasher.update((id.len() as u64).to_le_bytes());
-        hasher.update(id.as_bytes());
-        match vector {
-            Some(v) => {
-                hasher.update([1u8]);
-                for x in v {
-                    hasher.update(x.to_le_bytes());
-                }
-            }
-            None => hasher.update([0u8]),
-        }
+        crate::checksum::hash_document(&mut hasher, id, vector);
         let digest = hasher.finalize();
         for (lane, chunk) in self.sum.iter_mut().zip(digest.chunks_exact(8)) {
             let mut bytes = [0u8; 8];
