@@ -224,3 +224,28 @@ fn from_index_adds_the_dense_field() {
     assert_eq!(search(new_str, "dense", &[]).len(), 3);
     assert_eq!(search(new_str, "hybrid", &[]).len(), 3);
 }
+
+#[test]
+fn logs_redirected_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    let index = dir.path().join("idx");
+    let args = [
+        "index",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+    ];
+    ok(&args);
+    // The resume logs an INFO line; stderr is a pipe here, as when redirected to a file.
+    let out = Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
+        .args(args)
+        .env("LTRE_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr:?}");
+}
