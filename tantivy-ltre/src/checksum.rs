@@ -9,6 +9,7 @@ use tantivy::Searcher;
 
 use crate::error::{Error, Result};
 use crate::field::DenseField;
+use crate::lexical::{id_column, id_of};
 
 /// The live documents of `searcher` as `(id, vector)` in ascending id order; `None` for a
 /// document without a vector.
@@ -23,19 +24,9 @@ fn live_vectors(
     let mut docs: Vec<(String, u32, u32)> = Vec::new();
     let mut vectors = Vec::new();
     for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-        let column = segment.fast_fields().str(id_field)?.ok_or_else(|| {
-            Error::Schema(format!(
-                "the id field `{id_field}` is not a fast text field"
-            ))
-        })?;
+        let column = id_column(segment, id_field)?;
         for doc in segment.doc_ids_alive() {
-            let mut id = String::new();
-            if let Some(term) = column.term_ords(doc).next() {
-                column
-                    .ord_to_str(term, &mut id)
-                    .map_err(|e| Error::Tantivy(e.into()))?;
-            }
-            docs.push((id, ord as u32, doc));
+            docs.push((id_of(&column, doc)?, ord as u32, doc));
         }
         vectors.push(dense.segment_vectors(segment)?);
     }

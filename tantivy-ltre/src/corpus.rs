@@ -312,13 +312,7 @@ pub fn index_corpus(
         let recorded = store.record(BASE_ENCODER)?.document_vectors_sha256;
         let current = document_vectors_sha256(&index.reader()?.searcher(), dense, ID_FIELD)?;
         if recorded != current {
-            record_base_encoder(
-                index_dir,
-                &index,
-                dense,
-                ID_FIELD,
-                "document encoder (ltre-cli index)",
-            )?;
+            write_base_record(index_dir, current, "document encoder (ltre-cli index)")?;
         }
     }
     Ok(report)
@@ -581,10 +575,15 @@ pub fn record_base_encoder(
     id_field: &str,
     note: &str,
 ) -> Result<()> {
+    let checksum = document_vectors_sha256(&index.reader()?.searcher(), dense, id_field)?;
+    write_base_record(index_dir, checksum, note)
+}
+
+/// Writes `encoders/base/encoder.json` with an already computed document-vector checksum.
+fn write_base_record(index_dir: &Path, checksum: String, note: &str) -> Result<()> {
     let store = EncoderStore::new(index_dir);
     let mut record = store.record(BASE_ENCODER)?;
-    record.document_vectors_sha256 =
-        document_vectors_sha256(&index.reader()?.searcher(), dense, id_field)?;
+    record.document_vectors_sha256 = checksum;
     record.note = Some(note.into());
     store.write_record(&record)
 }

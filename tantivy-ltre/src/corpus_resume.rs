@@ -164,20 +164,10 @@ impl VectorTally {
     ) -> Result<Self> {
         let mut tally = VectorTally::default();
         for segment in searcher.segment_readers() {
-            let column = segment.fast_fields().str(id_field)?.ok_or_else(|| {
-                Error::Schema(format!(
-                    "the id field `{id_field}` is not a fast text field"
-                ))
-            })?;
+            let column = crate::lexical::id_column(segment, id_field)?;
             let vectors = dense.segment_vectors(segment)?;
             for doc in segment.doc_ids_alive() {
-                let mut id = String::new();
-                if let Some(term) = column.term_ords(doc).next() {
-                    column
-                        .ord_to_str(term, &mut id)
-                        .map_err(|e| Error::Tantivy(e.into()))?;
-                }
-                tally.add(&id, vectors.vector(doc));
+                tally.add(&crate::lexical::id_of(&column, doc)?, vectors.vector(doc));
             }
         }
         Ok(tally)

@@ -28,10 +28,11 @@
 //! # Ok(())
 //! # }
 //! ```
+use tantivy::columnar::StrColumn;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema};
 use tantivy::tokenizer::TokenStream;
-use tantivy::{DocAddress, Index, Searcher, Term};
+use tantivy::{DocAddress, DocId, Index, Searcher, SegmentReader, Term};
 
 use crate::error::{Error, Result};
 
@@ -91,19 +92,27 @@ impl IdField {
 
     /// The id of the document at `address` (empty if it has none).
     pub fn get(&self, searcher: &Searcher, address: DocAddress) -> Result<String> {
-        let column = searcher
-            .segment_reader(address.segment_ord)
-            .fast_fields()
-            .str(&self.name)?
-            .ok_or_else(|| {
-                Error::Schema(format!("id field `{}` is not a fast field", self.name))
-            })?;
-        let mut out = String::new();
-        if let Some(ord) = column.term_ords(address.doc_id).next() {
-            column
-                .ord_to_str(ord, &mut out)
-                .map_err(tantivy::TantivyError::from)?;
-        }
-        Ok(out)
+        let column = id_column(searcher.segment_reader(address.segment_ord), &self.name)?;
+        id_of(&column, address.doc_id)
     }
+}
+
+/// The id column (`STRING | FAST` field `name`) of one segment: the one way ids are read, by
+/// [`IdField::get`], the document-vector checksum and the per-commit tally.
+pub(crate) fn id_column(segment: &SegmentReader, name: &str) -> Result<StrColumn> {
+    segment
+        .fast_fields()
+        .str(name)?
+        .ok_or_else(|| Error::Schema(format!("the id field `{name}` is not a fast text field")))
+}
+
+/// The id of `doc` in a segment's id column (empty if it has none).
+pub(crate) fn id_of(column: &StrColumn, doc: DocId) -> Result<String> {
+    let mut out = String::new();
+    if let Some(ord) = column.term_ords(doc).next() {
+        column
+            .ord_to_str(ord, &mut out)
+            .map_err(tantivy::TantivyError::from)?;
+    }
+    Ok(out)
 }

@@ -2,8 +2,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use ltre_core::data::{read_qrels, read_queries};
-use ltre_core::trainer::TrainQuery;
+use ltre_core::data::{read_qrels, read_queries, Qrels, Query};
+use ltre_core::trainer::{join_queries, TrainQuery};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -127,25 +127,22 @@ pub(crate) fn to_train_queries(
     queries: &[JudgedQuery],
     doc_rows: &HashMap<String, usize>,
 ) -> Vec<TrainQuery> {
+    // Each query is joined on its own (ids need not be unique here) by the trainer's own join;
+    // a document judged twice keeps its higher grade.
     queries
         .iter()
-        .filter_map(|q| {
-            // Row -> grade: same order and no duplicates whatever the input order (qrels are
-            // sorted by id); a document judged twice keeps its higher grade.
-            let mut graded: BTreeMap<usize, i32> = BTreeMap::new();
-            for (d, g) in q.judgments.iter().filter(|(_, g)| *g >= 1) {
-                if let Some(&row) = doc_rows.get(d) {
-                    let grade = graded.entry(row).or_insert(*g);
-                    *grade = (*grade).max(*g);
-                }
+        .flat_map(|q| {
+            let mut judged: BTreeMap<String, i32> = BTreeMap::new();
+            for (d, g) in &q.judgments {
+                let grade = judged.entry(d.clone()).or_insert(*g);
+                *grade = (*grade).max(*g);
             }
-            let (relevant, grades): (Vec<usize>, Vec<i32>) = graded.into_iter().unzip();
-            (!relevant.is_empty()).then(|| TrainQuery {
+            let qrels = Qrels::from([(q.id.clone(), judged)]);
+            let query = Query {
                 id: q.id.clone(),
                 text: q.text.clone(),
-                relevant,
-                grades,
-            })
+            };
+            join_queries(std::slice::from_ref(&query), &qrels, doc_rows)
         })
         .collect()
 }
