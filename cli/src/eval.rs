@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ltre_core::data::{read_qrels, read_queries};
+use ltre_core::data::{read_qrels, read_queries, split_queries, Qrels, QuerySplit};
 use ltre_core::metrics::{write_trec_run, DEFAULT_METRICS};
 use tantivy_ltre::eval::{evaluate_queries, EvalOptions};
 
-use tantivy_ltre::RetrievalMode;
+use tantivy_ltre::{FusionMethod, RetrievalMode};
 
 use crate::search::RetrievalArgs;
 
@@ -17,12 +17,15 @@ use crate::search::RetrievalArgs;
 pub struct Args {
     #[command(flatten)]
     retrieval: RetrievalArgs,
-    /// BEIR queries (`{"_id", "text"}` per line).
+    /// BEIR queries (`{"_id", "text"}` per line), or a Cranfield directory (`cran.qry`).
     #[arg(long)]
     queries: PathBuf,
-    /// Qrels (`query-id corpus-id score`); only the queries judged here are run.
+    /// Qrels (`query-id corpus-id score`), or a Cranfield directory (`cranqrel`, grades mapped to
+    /// gains); only the queries judged here are run.
     #[arg(long)]
     qrels: PathBuf,
+    #[command(flatten)]
+    split: SplitArgs,
     /// Also write the run in TREC format.
     #[arg(long)]
     run_file: Option<PathBuf>,
@@ -31,18 +34,50 @@ pub struct Args {
     json: bool,
 }
 
+/// `--split`: one seeded half of the judged queries, for collections with a single qrels file
+/// such as Cranfield (`ltre_core::data::split_queries`).
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// Keep only this seeded half of the judged queries (train or test).
+    #[arg(long, value_enum)]
+    split: Option<QuerySplit>,
+    /// Seed of --split.
+    #[arg(long, default_value_t = 13, requires = "split")]
+    split_seed: u64,
+}
+
+impl SplitArgs {
+    /// The judgements of the chosen half (all of them without --split).
+    pub fn apply(&self, qrels: Qrels) -> Qrels {
+        match self.split {
+            Some(split) => split_queries(&qrels, split, self.split_seed),
+            None => qrels,
+        }
+    }
+
+    /// Whether --split was given.
+    pub fn is_set(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// The seed of the split.
+    pub fn seed(&self) -> u64 {
+        self.split_seed
+    }
+}
+
 /// Documents retrieved per query (Recall@100 needs 100).
 const DEPTH: usize = 100;
 
 /// Runs `ltre-cli eval`.
 pub fn run(args: Args) -> Result<()> {
-    let qrels = read_qrels(&args.qrels)?;
+    let qrels = args.split.apply(read_qrels(&args.qrels)?);
     let queries = read_queries(&args.queries)?;
+    let index = args.retrieval.open()?;
     let options = EvalOptions {
-        search: args.retrieval.search_options(DEPTH)?,
+        search: args.retrieval.search_options(&index, DEPTH)?,
         metrics: DEFAULT_METRICS.to_vec(),
     };
-    let index = args.retrieval.open()?;
     let judged = queries.iter().filter(|q| qrels.contains_key(&q.id)).count();
     let progress = crate::progress(Some(judged as u64), "queries");
     let report = evaluate_queries(&index, &queries, &qrels, &options, |done| {
@@ -63,8 +98,11 @@ pub fn run(args: Args) -> Result<()> {
         write_trec_run(path, &report.run, "ltre")?;
     }
     let evaluation = &report.evaluation;
-    let mode = match args.retrieval.mode {
-        RetrievalMode::Hybrid => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
+    let mode = match (args.retrieval.mode, options.search.fusion) {
+        (RetrievalMode::Hybrid, FusionMethod::Linear { alpha, .. }) => {
+            format!("hybrid/linear alpha {alpha}")
+        }
+        (RetrievalMode::Hybrid, _) => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
         other => format!("{other:?}").to_lowercase(),
     };
     if args.json {

@@ -12,7 +12,7 @@ use tantivy_ltre::AnnOptions;
 /// Arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// BEIR corpus (`{"_id", "title", "text"}` per line).
+    /// BEIR corpus (`{"_id", "title", "text"}` per line), or a Cranfield directory.
     #[arg(long, required_unless_present = "from_index")]
     corpus: Option<PathBuf>,
     /// An existing Tantivy index to copy into `--index` with a dense field added (read only;
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
         commit_every: args.commit_every,
         ann,
     };
-    let total = ltre_core::data::count_lines(corpus)?;
+    let total = ltre_core::data::count_documents(corpus)?;
     let progress = crate::progress(Some(total as u64), "docs");
     let report = index_corpus(&args.index, corpus, &options, |n| progress.inc(n as u64))?;
     progress.finish_and_clear();

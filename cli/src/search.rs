@@ -34,9 +34,10 @@ pub struct RetrievalArgs {
     /// RRF rank constant.
     #[arg(long, default_value_t = 60.0)]
     pub rrf_k: f32,
-    /// Weight of the dense side in the linear fusion.
-    #[arg(long, default_value_t = 0.5)]
-    pub alpha: f32,
+    /// Weight of the dense side in the linear fusion (default: the one chosen on held-out
+    /// queries for the query encoder in use by `ltre-cli train`, else 0.5).
+    #[arg(long)]
+    pub alpha: Option<f32>,
     /// Normalisation of the linear fusion.
     #[arg(long, value_enum, default_value_t = Normalization::MinMax)]
     pub normalization: Normalization,
@@ -100,13 +101,16 @@ impl RetrievalArgs {
     }
 
     /// The library's search options for these flags, returning `k` documents.
-    pub fn search_options(&self, k: usize) -> Result<SearchOptions> {
+    pub fn search_options(&self, index: &LtreIndex, k: usize) -> Result<SearchOptions> {
         let options = SearchOptions {
             mode: self.mode,
             fusion: match self.fusion {
                 FusionKind::Rrf => FusionMethod::Rrf { k: self.rrf_k },
                 FusionKind::Linear => FusionMethod::Linear {
-                    alpha: self.alpha,
+                    alpha: self
+                        .alpha
+                        .or_else(|| index.fusion_alpha())
+                        .unwrap_or(DEFAULT_ALPHA),
                     normalization: self.normalization,
                 },
                 FusionKind::Cascade => FusionMethod::Cascade,
@@ -123,10 +127,13 @@ impl RetrievalArgs {
     }
 }
 
+/// The linear fusion weight without --alpha or a recorded one.
+const DEFAULT_ALPHA: f32 = 0.5;
+
 /// Runs `ltre-cli search`.
 pub fn run(args: Args) -> Result<()> {
-    let options = args.retrieval.search_options(args.k)?;
     let index = args.retrieval.open()?;
+    let options = args.retrieval.search_options(&index, args.k)?;
     let searcher = index.searcher();
     let vector = match options.mode {
         RetrievalMode::Bm25 => None,

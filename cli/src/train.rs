@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use ltre_core::data::{read_qrels, split_queries, QuerySplit};
+use ltre_core::hybrid::HybridConfig;
 use ltre_core::trainer::{Objective, TrainConfig};
 use tantivy_ltre::finetune::{
-    read_beir_judged, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, TrainingData,
-    TunableIndex,
+    read_beir_judged, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, RecipeSearch,
+    TrainingData, TunableIndex,
 };
 
 #[derive(clap::Args)]
@@ -30,6 +32,8 @@ pub struct Args {
     /// Qrels to report before/after numbers on (e.g. the test qrels). Never used for selection.
     #[arg(long)]
     eval_qrels: Option<PathBuf>,
+    #[command(flatten)]
+    split: crate::eval::SplitArgs,
     /// Training configuration (TOML or JSON); defaults apply without it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -67,6 +71,19 @@ pub struct Args {
     /// ONNX Runtime threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Hybrid-aware LTRe: the loss and the held-out selection use the ranking the index serves,
+    /// BM25 fused with the dense score (linear, min-max); the fusion weight is chosen on the
+    /// held-out queries unless --hybrid-alpha gives it.
+    #[arg(long)]
+    hybrid: bool,
+    /// With --hybrid: the fusion weight of the dense side, in (0, 1].
+    #[arg(long, requires = "hybrid")]
+    hybrid_alpha: Option<f32>,
+    /// Without --config, --lr or --temperature, the learning rate and temperature are chosen on
+    /// the held-out queries by short probes (the default recipe); this trains the defaults as
+    /// they are instead.
+    #[arg(long)]
+    no_search: bool,
 }
 
 fn parse_objective(name: &str) -> Result<Objective, String> {
@@ -76,6 +93,9 @@ fn parse_objective(name: &str) -> Result<Objective, String> {
 
 /// Runs `ltre-cli train`.
 pub fn run(args: Args) -> Result<()> {
+    // The default recipe: nothing tuned was given, so choose on the held-out queries.
+    let search =
+        args.config.is_none() && args.lr.is_none() && args.temperature.is_none() && !args.no_search;
     let mut config = match &args.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
@@ -86,20 +106,51 @@ pub fn run(args: Args) -> Result<()> {
     config.temperature = args.temperature.unwrap_or(config.temperature);
     config.index = args.faiss_index.clone().unwrap_or(config.index);
 
+    if args.hybrid {
+        config.hybrid = Some(HybridConfig {
+            alpha: args.hybrid_alpha.unwrap_or(0.5),
+            ..config.hybrid.unwrap_or(HybridConfig {
+                alpha: 0.5,
+                depth: 100,
+            })
+        });
+    }
+
     let index = TunableIndex::open_ltre_index(&args.index)?;
-    let data = TrainingData::from_beir(&args.queries, &args.qrels)?;
+    let data = if args.split.is_set() {
+        let half = args.split.apply(read_qrels(&args.qrels)?);
+        let judged = read_beir_judged(&args.queries, &args.qrels)?;
+        TrainingData::new(
+            judged
+                .into_iter()
+                .filter(|q| half.contains_key(&q.id))
+                .collect(),
+        )
+    } else {
+        TrainingData::from_beir(&args.queries, &args.qrels)?
+    };
     let mut options = FineTuneOptions::new(config)
         .refit(args.refit)
         .deploy(args.deploy)
         .force(args.force)
         .threads(args.threads);
     options.start_encoder = args.encoder.clone();
+    if search {
+        options.search = Some(RecipeSearch::default());
+    }
+    options.choose_alpha = args.hybrid && args.hybrid_alpha.is_none();
     options.run_dir = args.run_dir.clone();
     if let Some(p) = &args.dev_qrels {
         options.dev = DevSet::Queries(read_beir_judged(&args.queries, p)?);
     }
     if let Some(p) = &args.eval_qrels {
-        options.eval = Some(read_beir_judged(&args.queries, p)?);
+        let mut eval = read_beir_judged(&args.queries, p)?;
+        if args.split.is_set() {
+            // `--split train` trains on one half; the report's numbers are on the other.
+            let test = split_queries(&read_qrels(p)?, QuerySplit::Test, args.split.seed());
+            eval.retain(|q| test.contains_key(&q.id));
+        }
+        options.eval = Some(eval);
     }
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,4 +1,6 @@
-//! BEIR dataset readers: `corpus.jsonl`, `queries.jsonl` and `qrels/*.tsv`.
+//! BEIR dataset readers: `corpus.jsonl`, `queries.jsonl` and `qrels/*.tsv`; the same readers
+//! take the Cranfield collection in its SMART layout ([`cranfield`]), and [`split_queries`]
+//! gives a seeded train/test half of a collection that has a single qrels file.
 //!
 //! Every malformed line is reported as [`Error::BadFile`] with the file, the 1-based line number
 //! and what is wrong, so a broken dataset is fixed at the right place instead of being silently
@@ -27,6 +29,12 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::{Error, Result};
+
+pub mod cranfield;
+mod split;
+
+pub use cranfield::read_cranfield;
+pub use split::{split_queries, QuerySplit};
 
 /// One corpus document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,24 +179,45 @@ impl JsonLines {
     }
 }
 
-/// A streaming reader of a BEIR `corpus.jsonl` (`{"_id", "title", "text"}` per line).
+/// A streaming reader of a BEIR `corpus.jsonl` (`{"_id", "title", "text"}` per line), or of
+/// Cranfield's `cran.all.1400` (see [`cranfield`]).
 ///
 /// Yields one `Result<Doc>` per non-blank line, so corpora larger than memory can be indexed.
 pub struct CorpusReader {
-    inner: JsonLines,
+    inner: CorpusSource,
+}
+
+enum CorpusSource {
+    Json(JsonLines),
+    // Cranfield is 1,400 short documents: read at once, each with its starting line.
+    Smart {
+        docs: std::vec::IntoIter<(usize, Doc)>,
+        line: usize,
+    },
 }
 
 impl CorpusReader {
-    /// Opens `path` for streaming.
+    /// Opens `path` for streaming: a BEIR `corpus.jsonl`, or a Cranfield directory or
+    /// `cran.all.1400`.
     pub fn open(path: impl AsRef<Path>) -> Result<CorpusReader> {
-        Ok(CorpusReader {
-            inner: JsonLines::open(path.as_ref())?,
-        })
+        let path = path.as_ref();
+        let inner = match cranfield::cranfield_file(path, cranfield::CORPUS_FILE) {
+            Some(file) => CorpusSource::Smart {
+                docs: cranfield::read_docs(&file)?.into_iter(),
+                line: 0,
+            },
+            None => CorpusSource::Json(JsonLines::open(path)?),
+        };
+        Ok(CorpusReader { inner })
     }
 
-    /// The 1-based number of the last line read (useful to report progress or errors).
+    /// The 1-based number of the last line read (useful to report progress or errors); for
+    /// Cranfield, the line its last document starts on.
     pub fn line_number(&self) -> usize {
-        self.inner.line_no
+        match &self.inner {
+            CorpusSource::Json(lines) => lines.line_no,
+            CorpusSource::Smart { line, .. } => *line,
+        }
     }
 }
 
@@ -196,16 +225,24 @@ impl Iterator for CorpusReader {
     type Item = Result<Doc>;
 
     fn next(&mut self) -> Option<Result<Doc>> {
-        let object = self.inner.next_object()?;
+        let lines = match &mut self.inner {
+            CorpusSource::Json(lines) => lines,
+            CorpusSource::Smart { docs, line } => {
+                let (at, doc) = docs.next()?;
+                *line = at;
+                return Some(Ok(doc));
+            }
+        };
+        let object = lines.next_object()?;
         Some(object.and_then(|map| {
-            let id = self.inner.field(&map, "_id", true)?;
+            let id = lines.field(&map, "_id", true)?;
             if id.is_empty() {
-                return Err(self.inner.bad("empty `_id`"));
+                return Err(lines.bad("empty `_id`"));
             }
             Ok(Doc {
                 id,
-                title: self.inner.field(&map, "title", false)?,
-                text: self.inner.field(&map, "text", true)?,
+                title: lines.field(&map, "title", false)?,
+                text: lines.field(&map, "text", true)?,
             })
         }))
     }
@@ -227,14 +264,28 @@ pub fn count_lines(path: impl AsRef<Path>) -> Result<usize> {
     }
 }
 
+/// The number of documents a [`CorpusReader`] over `path` yields at most (the total of a
+/// progress bar): the lines of a `corpus.jsonl` (blank ones included), Cranfield's documents.
+pub fn count_documents(path: impl AsRef<Path>) -> Result<usize> {
+    let path = path.as_ref();
+    match cranfield::cranfield_file(path, cranfield::CORPUS_FILE) {
+        Some(file) => Ok(cranfield::read_docs(&file)?.len()),
+        None => count_lines(path),
+    }
+}
+
 /// Reads a whole BEIR `corpus.jsonl`.
 pub fn read_corpus(path: impl AsRef<Path>) -> Result<Vec<Doc>> {
     CorpusReader::open(path)?.collect()
 }
 
-/// Reads a BEIR `queries.jsonl` (`{"_id", "text"}` per line; other fields are ignored).
+/// Reads a BEIR `queries.jsonl` (`{"_id", "text"}` per line; other fields are ignored), or
+/// Cranfield's `cran.qry` (a Cranfield directory or the file; see [`cranfield`]).
 /// A query id given twice is an error naming both lines (which text is meant is ambiguous).
 pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
+    if let Some(file) = cranfield::cranfield_file(path.as_ref(), cranfield::QUERIES_FILE) {
+        return cranfield::read_queries(&file);
+    }
     let mut lines = JsonLines::open(path.as_ref())?;
     let mut queries = Vec::new();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -260,9 +311,18 @@ pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
 /// Accepts the BEIR layout `query-id <TAB> corpus-id <TAB> score` (the header line
 /// `query-id corpus-id score` is skipped) and the TREC layout `qid iteration docid grade`.
 /// Columns may be separated by tabs or spaces. A judgement repeated for the same pair keeps the
-/// last grade, as trec_eval does.
+/// last grade, as trec_eval does. Cranfield's `cranqrel` (or a Cranfield directory) is read
+/// with its grades mapped to gains (see [`cranfield`]).
 pub fn read_qrels(path: impl AsRef<Path>) -> Result<Qrels> {
     let path = path.as_ref();
+    match cranfield::cranfield_file(path, cranfield::QRELS_FILE) {
+        Some(file) => cranfield::read_qrels(&file),
+        None => read_qrels_file(path),
+    }
+}
+
+/// [`read_qrels`] of a file in the BEIR or TREC layout, grades as they are.
+fn read_qrels_file(path: &Path) -> Result<Qrels> {
     let mut lines = TextLines::open(path)?;
     let mut qrels = Qrels::new();
     while let Some(line) = lines.next_line() {
@@ -300,109 +360,6 @@ pub fn read_qrels(path: impl AsRef<Path>) -> Result<Qrels> {
             .insert(docid.to_string(), grade);
     }
     Ok(qrels)
-}
-
-/// One record of a SMART-format file (`.I id` then `.X` sections), with its line number.
-struct SmartRecord {
-    id: String,
-    line: usize,
-    sections: BTreeMap<char, String>,
-}
-
-fn read_smart(path: &Path) -> Result<Vec<SmartRecord>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    // Decoded here rather than by `read_to_string` so a bad byte is reported with its line.
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        Error::bad_file(
-            path,
-            format!("line {line}: not valid UTF-8; re-encode the file as UTF-8"),
-        )
-    })?;
-    let mut records: Vec<SmartRecord> = Vec::new();
-    let mut section: Option<char> = None;
-    for (index, line) in text.lines().enumerate() {
-        let line_no = index + 1;
-        if let Some(id) = line.strip_prefix(".I") {
-            let id = id.trim();
-            if id.is_empty() {
-                return Err(Error::bad_file(
-                    path,
-                    format!("line {line_no}: `.I` without an id"),
-                ));
-            }
-            records.push(SmartRecord {
-                id: id.to_string(),
-                line: line_no,
-                sections: BTreeMap::new(),
-            });
-            section = None;
-        } else if line.len() == 2 && line.starts_with('.') {
-            section = line.chars().nth(1);
-        } else {
-            let (Some(record), Some(tag)) = (records.last_mut(), section) else {
-                return Err(Error::bad_file(
-                    path,
-                    format!("line {line_no}: text outside a `.I` record section"),
-                ));
-            };
-            let body = record.sections.entry(tag).or_default();
-            if !body.is_empty() {
-                body.push(' ');
-            }
-            body.push_str(line.trim());
-        }
-    }
-    Ok(records)
-}
-
-/// Reads the Cranfield collection from its directory (`cran.all.1400`, `cran.qry`, `cranqrel`).
-///
-/// Documents keep their `.I` number as id (title from `.T`, body from `.W`). Queries are
-/// numbered by position (1..=225), as `cranqrel` refers to them, not by their `.I` number.
-/// Cranfield grades run from 1 (complete answer) to 4 (of minimum interest), -1 meaning not
-/// relevant; they are mapped to `5 - grade` (4 = most relevant) and -1 to 0, so that higher is
-/// better as the metrics expect.
-pub fn read_cranfield(dir: impl AsRef<Path>) -> Result<(Vec<Doc>, Vec<Query>, Qrels)> {
-    let dir = dir.as_ref();
-    let docs = read_smart(&dir.join("cran.all.1400"))?
-        .into_iter()
-        .map(|mut r| Doc {
-            id: r.id,
-            title: r.sections.remove(&'T').unwrap_or_default(),
-            // Two documents of the real collection (471, 995) have an empty body.
-            text: r.sections.remove(&'W').unwrap_or_default(),
-        })
-        .collect();
-    let queries_path = dir.join("cran.qry");
-    let queries = read_smart(&queries_path)?
-        .into_iter()
-        .enumerate()
-        .map(|(position, mut r)| {
-            let text = r.sections.remove(&'W').ok_or_else(|| {
-                Error::bad_file(
-                    &queries_path,
-                    format!("line {}: query {} has no `.W` text", r.line, r.id),
-                )
-            })?;
-            Ok(Query {
-                id: (position + 1).to_string(),
-                text,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut qrels = read_qrels(dir.join("cranqrel"))?;
-    for judgements in qrels.values_mut() {
-        for grade in judgements.values_mut() {
-            *grade = if (1..=4).contains(grade) {
-                5 - *grade
-            } else {
-                0
-            };
-        }
-    }
-    Ok((docs, queries, qrels))
 }
 
 #[cfg(test)]
@@ -560,61 +517,5 @@ mod tests {
         let path = write(dir.path(), "bad2.tsv", "1\td1\tone\n");
         let err = read_qrels(&path).unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("`one`"), "{err}");
-    }
-
-    #[test]
-    fn cranfield_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "cran.all.1400",
-            ".I 1\n.T\nwing flow\n.A\nx\n.W\nwing in a\nslipstream .\n.I 3\n.W\nbody\n",
-        );
-        write(
-            dir.path(),
-            "cran.qry",
-            ".I 001\n.W\nwhat wing\n.I 004\n.W\nother\n",
-        );
-        write(dir.path(), "cranqrel", "1 1 2\n1 3 -1\n2 3 4\n");
-        let (docs, queries, qrels) = read_cranfield(dir.path()).unwrap();
-        assert_eq!(
-            docs[0],
-            Doc {
-                id: "1".into(),
-                title: "wing flow".into(),
-                text: "wing in a slipstream .".into()
-            }
-        );
-        assert_eq!(docs[1].id, "3");
-        assert_eq!(
-            queries[1],
-            Query {
-                id: "2".into(),
-                text: "other".into()
-            }
-        );
-        assert_eq!(
-            (qrels["1"]["1"], qrels["1"]["3"], qrels["2"]["3"]),
-            (3, 0, 1)
-        );
-
-        write(dir.path(), "cran.qry", "stray\n");
-        let err = read_cranfield(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("cran.qry") && err.contains("line 1"), "{err}");
-    }
-
-    #[test]
-    fn real_cranfield_if_present() {
-        let manifest = std::env::var("CARGO_MANIFEST_DIR")
-            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-        let dir = Path::new(&manifest).join("../../shared/data/cranfield");
-        if !dir.join("cran.qry").exists() {
-            return;
-        }
-        let (docs, queries, qrels) = read_cranfield(&dir).unwrap();
-        assert_eq!((docs.len(), queries.len()), (1400, 225));
-        assert!(qrels
-            .keys()
-            .all(|q| q.parse::<usize>().is_ok_and(|n| (1..=225).contains(&n))));
     }
 }

@@ -14,7 +14,8 @@
 //! - [`encoder`]: [`Encoder`], text in, `Array2<f32>` embeddings out; [`tokenize`]: its tokenizer.
 //! - [`params`], [`optim`], [`train_step`]: parameters in Rust, AdamW, one gradient step.
 //! - [`trainer`]: the LTRe trainer (full retrieval over fixed document vectors), its
-//!   configuration and its run directory (checkpoints, best parameters, resume).
+//!   configuration and its run directory (checkpoints, best parameters, resume); [`hybrid`]:
+//!   hybrid-aware LTRe (the loss on the BM25 + dense ranking the index serves).
 //! - [`data`], [`metrics`]: BEIR readers and trec_eval-compatible metrics.
 //! - `testing` (with the `testing` feature, and in ltre-core's own tests): a tiny random BERT
 //!   checkpoint and its export, the shared fixture for tests.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod export;
 pub mod fsutil;
 pub mod graph;
+pub mod hybrid;
 pub mod loss;
 pub mod manifest;
 pub mod metrics;

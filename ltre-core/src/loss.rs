@@ -166,10 +166,53 @@ pub fn ltre_loss_weighted(
     rr_cut: usize,
     weight: PairWeight,
 ) -> Option<QueryLoss> {
+    ltre_pairs(q, candidates, None, docs, temperature, rr_cut, weight)
+}
+
+/// [`ltre_loss_weighted`] with a fixed offset added to each candidate's inner product:
+/// `s_i = t * (<q, d_i> + offsets[i])`, the offsets carrying evidence the query cannot change
+/// (hybrid-aware LTRe's BM25 share, see [`crate::hybrid`]). The gradient is the same form.
+pub fn ltre_loss_offsets(
+    q: ArrayView1<f32>,
+    candidates: &[Candidate],
+    offsets: &[f64],
+    docs: ArrayView2<f32>,
+    temperature: f32,
+    rr_cut: usize,
+    weight: PairWeight,
+) -> Option<QueryLoss> {
+    ltre_pairs(
+        q,
+        candidates,
+        Some(offsets),
+        docs,
+        temperature,
+        rr_cut,
+        weight,
+    )
+}
+
+fn ltre_pairs(
+    q: ArrayView1<f32>,
+    candidates: &[Candidate],
+    offsets: Option<&[f64]>,
+    docs: ArrayView2<f32>,
+    temperature: f32,
+    rr_cut: usize,
+    weight: PairWeight,
+) -> Option<QueryLoss> {
     let t = temperature as f64;
     let scores: Vec<f64> = candidates
         .iter()
-        .map(|c| t * docs.row(c.doc).dot(&q) as f64)
+        .enumerate()
+        .map(|(i, c)| {
+            let offset = offsets.and_then(|o| o.get(i)).copied().unwrap_or(0.0);
+            // Without offsets, the same expression as always (bit-identical runs).
+            match offsets {
+                None => t * docs.row(c.doc).dot(&q) as f64,
+                Some(_) => t * (docs.row(c.doc).dot(&q) as f64 + offset),
+            }
+        })
         .collect();
     let idcg = match weight {
         PairWeight::ReciprocalRank => 0.0,

@@ -240,6 +240,18 @@ impl LtreIndex {
             .unwrap_or_default())
     }
 
+    /// The linear fusion weight chosen on held-out queries for the query encoder in use
+    /// (recorded by a fine-tune as its `fusion_alpha` metric), if any: what a linear hybrid
+    /// search should use unless told otherwise.
+    pub fn fusion_alpha(&self) -> Option<f32> {
+        let id = self.query_encoder_id()?;
+        let record = crate::registry::EncoderStore::new(&self.dir)
+            .record(&id)
+            .ok()?;
+        let alpha = *record.metrics.get(crate::finetune::FUSION_ALPHA_METRIC)?;
+        (0.0..=1.0).contains(&alpha).then_some(alpha as f32)
+    }
+
     /// The id of the query encoder in use, `None` when none was loaded.
     pub fn query_encoder_id(&self) -> Option<String> {
         match self.encoder.as_ref()? {

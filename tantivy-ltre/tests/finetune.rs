@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ltre_core::encoder::EncoderOptions;
+use ltre_core::hybrid::{HybridConfig, ALPHA_GRID};
 use ltre_core::testing::export_tiny_model;
 use ltre_core::trainer::{Objective, TrainConfig};
 use ltre_core::{Encoder, Manifest};
@@ -13,7 +14,7 @@ use tantivy::{Index, TantivyDocument};
 use tantivy_ltre::encoders::{document_vectors_sha256, EncoderStore, BASE_ENCODER};
 use tantivy_ltre::finetune::{
     Deployment, FineTuneEvent, FineTuneOptions, FineTuneOutcome, FineTuneReport, JudgedQuery,
-    Phase, TrainingData, TunableIndex,
+    Phase, RecipeSearch, TrainingData, TunableIndex, FUSION_ALPHA_METRIC,
 };
 use tantivy_ltre::lexical::IdField;
 use tantivy_ltre::{add_dense_field, DenseField, DenseFieldOptions, DenseIndexWriter};
@@ -362,4 +363,156 @@ fn clear_errors_for_bad_inputs() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("ltre.json"), "{err}");
+}
+
+#[test]
+fn held_out_curve_is_logged_every_eval_every_steps_and_selects_a_step() {
+    let app = app();
+    let index = tunable(&app);
+    let mut cfg = config(5e-3);
+    cfg.eval_every = 1;
+    let options = FineTuneOptions::new(cfg)
+        .threads(1)
+        .run_dir(app.dir.join("runs/curve"));
+    let report = finish(&index, &judged(), &options);
+    let steps: Vec<u64> = report.dev_curve.iter().map(|p| p.step).collect();
+    let total = report.history.len() as u64 * 3; // 18 training queries, batches of 6
+    assert_eq!(steps, (0..=total).collect::<Vec<_>>());
+    assert_eq!(report.dev_curve[0].dev_ndcg10, report.baseline_dev_ndcg10);
+    let best = report
+        .dev_curve
+        .iter()
+        .map(|p| p.dev_ndcg10)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(report.best_dev_ndcg10, best);
+    // The first point reaching the best is the selected one (0: the start encoder).
+    let first_best = report
+        .dev_curve
+        .iter()
+        .find(|p| p.dev_ndcg10 == best)
+        .unwrap();
+    assert_eq!(report.best_step, first_best.step);
+}
+
+#[test]
+fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
+    let app = app();
+    let index = tunable(&app);
+    let store = index.encoders();
+    let data = judged();
+    let recipe = RecipeSearch {
+        learning_rates: vec![1e-3, 5e-3],
+        temperatures: vec![10.0],
+        probe_epochs: 1.0,
+        max_drop: 1.0,
+        anchor: 1.0,
+    };
+    let options = |run: &str| {
+        FineTuneOptions::new(config(1.0))
+            .search(recipe.clone())
+            .start_encoder(BASE_ENCODER)
+            .threads(1)
+            .deploy(true)
+            .force(true)
+            .run_dir(app.dir.join(run))
+    };
+    let straight = finish(&index, &data, &options("runs/straight"));
+    // Two learning rates at the configured temperature, then the other one at the chosen rate.
+    let tried: Vec<(f32, f32)> = straight
+        .search
+        .iter()
+        .map(|t| (t.lr, t.temperature))
+        .collect();
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    assert_eq!(&tried[..2], &[(1e-3, 20.0), (5e-3, 20.0)]);
+    assert_eq!(tried[2].1, 10.0);
+    let chosen: Vec<_> = straight.search.iter().filter(|t| t.chosen).collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(straight.config.optimizer.lr, chosen[0].lr);
+    assert_eq!(straight.config.temperature, chosen[0].temperature);
+    assert_eq!(straight.config.anchor, 1.0);
+    for t in &straight.search {
+        assert_eq!(t.steps, 3);
+        assert!(
+            t.best_dev_ndcg10 >= t.start_dev_ndcg10 && t.lowest_dev_ndcg10 <= t.start_dev_ndcg10
+        );
+    }
+    // The chosen probe continued: its directory holds the whole run.
+    assert!(straight.run_dir.join("search").is_dir());
+
+    // Interrupted inside the search (the second probe), then resumed: the same result.
+    let stop = AtomicBool::new(false);
+    let mut probes = 0;
+    let outcome = index
+        .fine_tune(&data, &options("runs/resumed"), &stop, &mut |e| match e {
+            FineTuneEvent::PhaseStarted {
+                phase: Phase::Search,
+                ..
+            } => probes += 1,
+            FineTuneEvent::Step {
+                phase: Phase::Search,
+                step: 2,
+                ..
+            } if probes == 2 => stop.store(true, Ordering::SeqCst),
+            _ => {}
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            FineTuneOutcome::Interrupted {
+                phase: Phase::Search,
+                step: 2,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let resumed = finish(&index, &data, &options("runs/resumed"));
+    assert_eq!(resumed.search, straight.search);
+    assert_eq!(resumed.dev_curve, straight.dev_curve);
+    assert_eq!(
+        weights_sha256(&store, resumed.deployed_id().unwrap()),
+        weights_sha256(&store, straight.deployed_id().unwrap())
+    );
+}
+
+#[test]
+fn hybrid_training_chooses_and_records_the_fusion_weight() {
+    let app = app();
+    let index = tunable(&app);
+    let store = index.encoders();
+    let mut cfg = config(5e-3);
+    cfg.hybrid = Some(HybridConfig {
+        alpha: 0.5,
+        depth: 8,
+    });
+    let mut options = FineTuneOptions::new(cfg)
+        .threads(1)
+        .deploy(true)
+        .force(true)
+        .run_dir(app.dir.join("runs/hybrid"));
+    options.choose_alpha = true;
+    let report = finish(&index, &judged(), &options);
+    let alpha = report.fusion_alpha.expect("a fusion weight");
+    assert!(ALPHA_GRID.contains(&alpha));
+    let trained_with = report.config.hybrid.unwrap().alpha;
+    assert!(ALPHA_GRID.contains(&trained_with));
+    let id = report.deployed_id().unwrap();
+    let recorded = store.record(id).unwrap().metrics[FUSION_ALPHA_METRIC];
+    assert_eq!(recorded, alpha as f64);
+
+    // Without lexical fields there is no BM25 side to fuse: a clear error.
+    let bare = TunableIndex::new(
+        app.index.clone(),
+        app.dense.clone(),
+        IdField::new(&app.index.schema(), "sku").unwrap(),
+        &app.dir,
+    );
+    let stop = AtomicBool::new(false);
+    let err = bare
+        .fine_tune(&judged(), &options, &stop, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lexical fields"), "{err}");
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hybrid::HybridConfig;
 use crate::loss::PairWeight;
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
@@ -50,6 +51,17 @@ pub struct TrainConfig {
     /// of earlier versions still resume.
     #[serde(skip_serializing_if = "PairWeight::is_default")]
     pub pair_weight: PairWeight,
+    /// LTRe: train on the hybrid ranking the index serves (BM25 fused with the dense score,
+    /// see [`crate::hybrid`]) instead of the dense ranking; held-out selection scores that
+    /// ranking too. Needs the queries' BM25 lists (`Trainer::with_lexical`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hybrid: Option<HybridConfig>,
+    /// Trust region toward the start encoder: weight `mu` of the penalty
+    /// `mu * (1 - <q, q_start>)` on each training query's embedding, `q_start` being the start
+    /// encoder's embedding of the same query (computed once). 0 disables it; left out of the
+    /// stored config when 0.
+    #[serde(skip_serializing_if = "is_zero_f32")]
+    pub anchor: f32,
     /// Scores are `temperature * <q, d>` (about 20 for L2-normalised encoders).
     pub temperature: f32,
     /// Sampled-negative objectives: negatives per query.
@@ -62,6 +74,10 @@ pub struct TrainConfig {
     pub warmup_ratio: f32,
     /// Steps between checkpoints.
     pub checkpoint_every: u64,
+    /// Steps between held-out evaluations (model selection points, besides each epoch's end);
+    /// 0: four times per epoch. Left out of the stored config when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub eval_every: u64,
     /// Fraction of the training queries held out for model selection when no dev qrels are given.
     pub dev_fraction: f32,
     /// Stop after this many steps in total (for quick runs and benchmarks).
@@ -80,12 +96,15 @@ impl Default for TrainConfig {
             top_n: 200,
             rr_cut: 200,
             pair_weight: PairWeight::ReciprocalRank,
+            hybrid: None,
+            anchor: 0.0,
             temperature: 20.0,
             negatives: 7,
             index: "Flat".into(),
             nprobe: 32,
             warmup_ratio: 0.1,
             checkpoint_every: 10,
+            eval_every: 0,
             dev_fraction: 0.2,
             max_steps: None,
             optimizer: AdamWConfig::default(),
@@ -93,7 +112,24 @@ impl Default for TrainConfig {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f32(x: &f32) -> bool {
+    *x == 0.0
+}
+
 impl TrainConfig {
+    /// Steps between held-out evaluations for `steps_per_epoch` steps per epoch.
+    pub fn eval_interval(&self, steps_per_epoch: u64) -> u64 {
+        if self.eval_every > 0 {
+            self.eval_every
+        } else {
+            steps_per_epoch.div_ceil(4).max(1)
+        }
+    }
+
     /// Reads a TOML (`.toml`) or JSON configuration file.
     pub fn load(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -144,6 +180,15 @@ impl TrainConfig {
         ) && self.negatives == 0
         {
             return bad("negatives must be at least 1 for sampled-negative objectives");
+        }
+        if !(self.anchor.is_finite() && self.anchor >= 0.0) {
+            return bad("anchor must be a number >= 0");
+        }
+        if let Some(hybrid) = &self.hybrid {
+            if self.objective != Objective::Ltre {
+                return bad("hybrid applies to the ltre objective only");
+            }
+            hybrid.validate()?;
         }
         self.optimizer.validate()
     }

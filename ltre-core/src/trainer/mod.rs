@@ -27,5 +27,5 @@ mod training;
 
 pub use config::{Objective, TrainConfig};
 pub use queries::{join_queries, split_dev, TrainQuery};
-pub use state::{EpochRecord, RunOutcome, StepPhases, TrainState};
-pub use training::{evaluate_queries, ProgressFn, Trainer};
+pub use state::{DevPoint, EpochRecord, RunOutcome, StepPhases, TrainState};
+pub use training::{evaluate_queries, evaluate_ranking, ProgressFn, Trainer};

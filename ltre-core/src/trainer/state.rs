@@ -21,6 +21,17 @@ pub struct EpochRecord {
 }
 
 /// Where a step's time goes (seconds; summed over steps while an epoch runs, then averaged).
+/// One point of the held-out curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DevPoint {
+    /// Global step (0: the start encoder).
+    pub step: u64,
+    /// Epochs done, fractional (`step / steps_per_epoch`).
+    pub epoch: f64,
+    /// Held-out nDCG@10.
+    pub dev_ndcg10: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct StepPhases {
     /// Tokenising and encoding the batch (forward graph).
@@ -73,6 +84,13 @@ pub struct TrainState {
     pub history: Vec<EpochRecord>,
     /// Best epoch by held-out nDCG@10 (1-based; 0 = the starting encoder).
     pub best_epoch: usize,
+    /// The global step that reached `best_dev_ndcg10` (0: none improved on the start); the
+    /// refit phase trains this many steps' worth of data.
+    #[serde(default)]
+    pub best_step: u64,
+    /// Held-out nDCG@10 every `eval_every` steps and at each epoch's end: the training curve.
+    #[serde(default)]
+    pub dev_curve: Vec<DevPoint>,
     /// Its held-out nDCG@10.
     pub best_dev_ndcg10: f64,
     /// Whether all epochs are done.

@@ -11,8 +11,11 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::run_dir::RunDir;
-use super::{EpochRecord, Objective, RunOutcome, StepPhases, TrainConfig, TrainQuery, TrainState};
+use super::{
+    DevPoint, EpochRecord, Objective, RunOutcome, StepPhases, TrainConfig, TrainQuery, TrainState,
+};
 use crate::data::Qrels;
+use crate::hybrid::{hybrid_candidates, served_ranking, HybridConfig, LexicalList};
 use crate::loss::{self, Candidate, QueryLoss};
 use crate::metrics::{evaluate, Metric, Run};
 use crate::retrieval::DocumentIndex;
@@ -31,6 +34,10 @@ pub struct Trainer {
     dev: Vec<TrainQuery>,
     doc_ids: Vec<String>,
     bm25: HashMap<String, Vec<usize>>,
+    lexical: HashMap<String, LexicalList>,
+    /// The start encoder's embeddings of the training queries (row = index in `train`), for
+    /// the trust region (`config.anchor`); empty without it.
+    anchors: Array2<f32>,
     run_dir: RunDir,
     state: TrainState,
 }
@@ -41,9 +48,31 @@ impl Trainer {
     /// resumes from it.
     pub fn new(
         config: TrainConfig,
-        mut tower: QueryTower,
+        tower: QueryTower,
         doc_ids: Vec<String>,
         doc_vectors: Array2<f32>,
+        train: Vec<TrainQuery>,
+        dev: Vec<TrainQuery>,
+        run_dir: &Path,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        if doc_ids.len() != doc_vectors.nrows() {
+            return Err(Error::Invalid(
+                "document ids and vectors differ in number".into(),
+            ));
+        }
+        crate::retrieval::set_faiss_threads(1);
+        let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
+        Trainer::with_index(config, tower, doc_ids, index, train, dev, run_dir)
+    }
+
+    /// [`Trainer::new`] over an index already built (`config.index` is not used): runs that
+    /// differ only in their hyper-parameters share one index (see [`Trainer::into_documents`]).
+    pub fn with_index(
+        config: TrainConfig,
+        mut tower: QueryTower,
+        doc_ids: Vec<String>,
+        index: DocumentIndex,
         train: Vec<TrainQuery>,
         dev: Vec<TrainQuery>,
         run_dir: &Path,
@@ -54,13 +83,18 @@ impl Trainer {
                 "no training query has a relevant document in the collection".into(),
             ));
         }
-        if doc_ids.len() != doc_vectors.nrows() {
+        if doc_ids.len() != index.len() {
             return Err(Error::Invalid(
                 "document ids and vectors differ in number".into(),
             ));
         }
         crate::retrieval::set_faiss_threads(1);
-        let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
+        // Before a checkpoint is loaded: the tower holds the start parameters.
+        let anchors = if config.anchor > 0.0 {
+            embed_all(&mut tower, &train, config.batch_size)?
+        } else {
+            Array2::zeros((0, 0))
+        };
         let (run_dir, state) = RunDir::open(run_dir, &config, &mut tower)?;
         let steps_per_epoch = train.len().div_ceil(config.batch_size) as u64;
         let mut config = config;
@@ -80,15 +114,30 @@ impl Trainer {
             dev,
             doc_ids,
             bm25: HashMap::new(),
+            lexical: HashMap::new(),
+            anchors,
             run_dir,
             state,
         })
+    }
+
+    /// The document index back, for the next run over the same documents.
+    pub fn into_documents(self) -> DocumentIndex {
+        self.index
     }
 
     /// Supplies BM25 candidates (document rows, best first) per training query id, for
     /// [`Objective::Bm25Negatives`].
     pub fn with_bm25_candidates(mut self, bm25: HashMap<String, Vec<usize>>) -> Self {
         self.bm25 = bm25;
+        self
+    }
+
+    /// Supplies each query's BM25 list (document rows and scores, best first, at least
+    /// `hybrid.depth` long when there are that many matches), by query id, for the training
+    /// and held-out queries of hybrid-aware training ([`TrainConfig::hybrid`]).
+    pub fn with_lexical(mut self, lexical: HashMap<String, LexicalList>) -> Self {
+        self.lexical = lexical;
         self
     }
 
@@ -129,12 +178,14 @@ impl Trainer {
 
     /// nDCG@10 of `queries` with the current parameters, retrieving exactly over the documents.
     pub fn evaluate(&mut self, queries: &[TrainQuery]) -> Result<f64> {
-        evaluate_queries(
+        let hybrid = self.config.hybrid.map(|h| (h, &self.lexical));
+        evaluate_ranking(
             &mut self.tower,
             self.index.vectors(),
             &self.doc_ids,
             queries,
             self.config.batch_size,
+            hybrid,
         )
     }
 
@@ -161,9 +212,18 @@ impl Trainer {
             self.state.baseline_dev_ndcg10 = Some(base);
             self.state.best_dev_ndcg10 = base;
             self.state.best_epoch = 0;
+            self.state.best_step = 0;
+            if !dev.is_empty() {
+                self.state.dev_curve.push(DevPoint {
+                    step: 0,
+                    epoch: 0.0,
+                    dev_ndcg10: base,
+                });
+            }
             self.run_dir.save_best(&self.tower)?;
         }
         let total = self.total_steps();
+        let eval_interval = self.config.eval_interval(self.steps_per_epoch());
         while self.state.epoch < self.config.epochs && !self.state.finished {
             let order = self.epoch_order(self.state.epoch);
             let batches: Vec<Vec<usize>> = order
@@ -191,6 +251,13 @@ impl Trainer {
                 self.state.epoch_loss.1 += 1;
                 self.state.epoch_seconds += secs;
                 progress(self.state.global_step, total, loss, secs);
+                // Mid-epoch selection points; the epoch's end evaluates in `finish_epoch`.
+                if !self.dev.is_empty()
+                    && self.state.step_in_epoch < batches.len()
+                    && self.state.global_step.is_multiple_of(eval_interval)
+                {
+                    self.observe()?;
+                }
                 if self
                     .state
                     .global_step
@@ -213,12 +280,48 @@ impl Trainer {
         Ok(RunOutcome::Finished)
     }
 
+    /// Evaluates the held-out queries at the current step: a point of the curve, and the best
+    /// parameters so far when it beats every earlier point (strictly, so the start encoder
+    /// stays "best" unless training improves on it).
+    /// Evaluates the held-out queries now (a point of [`TrainState::dev_curve`], saving the
+    /// best parameters when it is the best point), unless the current step already has one.
+    /// For callers that stop a run between scheduled points.
+    pub fn observe_dev(&mut self) -> Result<()> {
+        let step = self.state.global_step;
+        if self.dev.is_empty() || self.state.dev_curve.last().is_some_and(|p| p.step == step) {
+            return Ok(());
+        }
+        self.observe()?;
+        self.checkpoint()
+    }
+
+    fn observe(&mut self) -> Result<f64> {
+        let dev = std::mem::take(&mut self.dev);
+        let value = self.evaluate(&dev);
+        self.dev = dev;
+        let value = value?;
+        let step = self.state.global_step;
+        let epoch = step as f64 / self.steps_per_epoch().max(1) as f64;
+        tracing::info!(step, epoch, dev_ndcg10 = value, "held-out nDCG@10");
+        self.state.dev_curve.push(DevPoint {
+            step,
+            epoch,
+            dev_ndcg10: value,
+        });
+        if value > self.state.best_dev_ndcg10 {
+            self.state.best_dev_ndcg10 = value;
+            self.state.best_epoch = self.state.epoch + 1;
+            self.state.best_step = step;
+            self.run_dir.save_best(&self.tower)?;
+        }
+        Ok(value)
+    }
+
     fn finish_epoch(&mut self) -> Result<()> {
-        let dev = self.dev.clone();
-        let dev_ndcg10 = if dev.is_empty() {
+        let dev_ndcg10 = if self.dev.is_empty() {
             0.0
         } else {
-            self.evaluate(&dev)?
+            self.observe()?
         };
         let (sum, n) = self.state.epoch_loss;
         let record = EpochRecord {
@@ -236,7 +339,7 @@ impl Trainer {
                 .epoch_phases
                 .scaled(if n > 0 { 1.0 / n as f64 } else { 0.0 }),
         };
-        if dev.is_empty() {
+        if self.dev.is_empty() {
             tracing::info!(epoch = record.epoch, loss = record.loss, "epoch done");
         } else {
             tracing::info!(
@@ -247,13 +350,6 @@ impl Trainer {
             );
         }
         self.state.history.push(record);
-        // Strictly better only: with no held-out queries the starting encoder stays "best"
-        // unless the caller deploys with force.
-        if !dev.is_empty() && dev_ndcg10 > self.state.best_dev_ndcg10 {
-            self.state.best_dev_ndcg10 = dev_ndcg10;
-            self.state.best_epoch = self.state.epoch + 1;
-            self.run_dir.save_best(&self.tower)?;
-        }
         self.state.epoch += 1;
         self.state.step_in_epoch = 0;
         self.state.epoch_loss = (0.0, 0);
@@ -287,7 +383,16 @@ impl Trainer {
         let (q, saved) = self.tower.forward_for_training(&tokens)?;
         let forward = lap();
         let per_query = self.losses(batch, q.view())?;
-        let (loss, upstream) = loss::batch_gradient(&per_query, q.ncols());
+        let (mut loss, mut upstream) = loss::batch_gradient(&per_query, q.ncols());
+        if self.config.anchor > 0.0 {
+            // d/dq of mu * (1 - <q, q_start>), averaged over the batch.
+            let mu = self.config.anchor / batch.len() as f32;
+            for (b, &qi) in batch.iter().enumerate() {
+                let start = self.anchors.row(qi);
+                loss += mu * (1.0 - q.row(b).dot(&start));
+                upstream.row_mut(b).scaled_add(-mu, &start);
+            }
+        }
         let retrieval_loss = lap();
         if per_query.iter().all(Option::is_none) {
             return Ok(0.0);
@@ -318,6 +423,30 @@ impl Trainer {
         Ok(match self.config.objective {
             Objective::Ltre => {
                 let hits = hits.unwrap_or_default();
+                if let Some(hybrid) = &self.config.hybrid {
+                    let empty = Vec::new();
+                    return Ok(batch
+                        .iter()
+                        .zip(hits)
+                        .enumerate()
+                        .map(|(b, (&qi, hits))| {
+                            let tq = &self.train[qi];
+                            let lexical = self.lexical.get(&tq.id).unwrap_or(&empty);
+                            let judged: Vec<(usize, i32)> = tq.judged().collect();
+                            let (cands, offsets) =
+                                hybrid_candidates(&hits, lexical, &judged, hybrid);
+                            loss::ltre_loss_offsets(
+                                q.row(b),
+                                &cands,
+                                &offsets,
+                                docs,
+                                t,
+                                self.config.rr_cut,
+                                self.config.pair_weight,
+                            )
+                        })
+                        .collect());
+                }
                 batch
                     .iter()
                     .zip(hits)
@@ -412,6 +541,20 @@ impl Trainer {
     }
 }
 
+/// Embeddings of `queries` by `tower`, in order.
+fn embed_all(tower: &mut QueryTower, queries: &[TrainQuery], batch: usize) -> Result<Array2<f32>> {
+    let mut rows = Vec::new();
+    let mut dim = 0;
+    for chunk in queries.chunks(batch.max(1)) {
+        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
+        let q = tower.embed(&texts)?;
+        dim = q.ncols();
+        rows.extend(q.iter().copied());
+    }
+    Array2::from_shape_vec((queries.len(), dim), rows)
+        .map_err(|e| Error::Invalid(format!("query embeddings: {e}")))
+}
+
 fn pick(rows: &[usize], rng: &mut StdRng) -> usize {
     rows[rng.random_range(0..rows.len())]
 }
@@ -425,6 +568,19 @@ pub fn evaluate_queries(
     queries: &[TrainQuery],
     batch_size: usize,
 ) -> Result<f64> {
+    evaluate_ranking(tower, docs, doc_ids, queries, batch_size, None)
+}
+
+/// [`evaluate_queries`], or with `hybrid` the nDCG@10 of the served hybrid ranking (the dense
+/// scores fused with each query's BM25 list, by query id; see [`crate::hybrid`]).
+pub fn evaluate_ranking(
+    tower: &mut QueryTower,
+    docs: ArrayView2<f32>,
+    doc_ids: &[String],
+    queries: &[TrainQuery],
+    batch_size: usize,
+    hybrid: Option<(HybridConfig, &HashMap<String, LexicalList>)>,
+) -> Result<f64> {
     let mut run = Run::new();
     let mut qrels = Qrels::new();
     for chunk in queries.chunks(batch_size.max(1)) {
@@ -432,6 +588,24 @@ pub fn evaluate_queries(
         let q = tower.embed(&texts)?;
         let scores = q.dot(&docs.t());
         for (tq, row) in chunk.iter().zip(scores.rows()) {
+            if let Some((config, lexical)) = &hybrid {
+                let list = lexical.get(&tq.id).map_or(&[][..], Vec::as_slice);
+                let fused = served_ranking(row, list, config);
+                run.insert(
+                    tq.id.clone(),
+                    fused
+                        .iter()
+                        .take(100)
+                        .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
+                        .collect(),
+                );
+                let judged: BTreeMap<String, i32> = tq
+                    .judged()
+                    .map(|(d, grade)| (doc_ids[d].clone(), grade))
+                    .collect();
+                qrels.insert(tq.id.clone(), judged);
+                continue;
+            }
             let mut idx: Vec<usize> = (0..row.len()).collect();
             let k = 100.min(idx.len());
             idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| row[b].total_cmp(&row[a]));

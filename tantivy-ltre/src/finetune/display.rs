@@ -6,6 +6,7 @@ use super::{Deployment, FineTuneEvent, FineTuneReport, Phase};
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Phase::Search => "search",
             Phase::Select => "training",
             Phase::Refit => "refit",
         })
@@ -55,6 +56,19 @@ impl fmt::Display for FineTuneEvent {
                 f,
                 "{phase} step {step}/{total_steps}: loss {loss:.4}, {seconds:.2} s"
             ),
+            FineTuneEvent::Trial(t) => write!(
+                f,
+                "search: lr {:e}, temperature {}: held-out nDCG@10 {:.4} -> best {:.4} at step \
+                 {}, lowest {:.4} ({}){}",
+                t.lr,
+                t.temperature,
+                t.start_dev_ndcg10,
+                t.best_dev_ndcg10,
+                t.best_step,
+                t.lowest_dev_ndcg10,
+                if t.stable { "stable" } else { "unstable" },
+                if t.chosen { ", chosen" } else { "" }
+            ),
             FineTuneEvent::PhaseEnded { phase, interrupted } => write!(
                 f,
                 "{phase} {}",
@@ -73,6 +87,9 @@ impl fmt::Display for FineTuneReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Without held-out queries the recorded 0s are placeholders, not measurements.
         let held_out = self.dev_queries > 0;
+        for t in &self.search {
+            writeln!(f, "{}", FineTuneEvent::Trial(t.clone()))?;
+        }
         for r in &self.history {
             let p = &r.phases;
             let dev = if held_out {
@@ -98,17 +115,36 @@ impl fmt::Display for FineTuneReport {
         if held_out {
             write!(
                 f,
-                "held-out nDCG@10: {baseline:.4} before, best {:.4} (epoch {})",
-                self.best_dev_ndcg10, self.best_epoch
+                "held-out nDCG@10: {baseline:.4} before, best {:.4} (step {}, epoch {})",
+                self.best_dev_ndcg10, self.best_step, self.best_epoch
             )?;
+            if let Some(low) = self
+                .dev_curve
+                .iter()
+                .min_by(|a, b| a.dev_ndcg10.total_cmp(&b.dev_ndcg10))
+            {
+                write!(
+                    f,
+                    ", lowest {:.4} (step {}) over {} points",
+                    low.dev_ndcg10,
+                    low.step,
+                    self.dev_curve.len()
+                )?;
+            }
         } else {
             write!(f, "held-out nDCG@10: none (no held-out queries)")?;
         }
         if let Some(refit) = &self.refit {
             write!(
                 f,
-                "\nrefit: {} epochs on all {} training queries",
-                refit.epochs, refit.queries
+                "\nrefit: {} steps ({} epochs) on all {} training queries",
+                refit.steps, refit.epochs, refit.queries
+            )?;
+        }
+        if let Some(alpha) = self.fusion_alpha {
+            write!(
+                f,
+                "\nfusion weight (linear, min-max) chosen on the held-out queries: alpha {alpha}"
             )?;
         }
         if let (Some(before), Some(after)) = (self.eval_before_ndcg10, self.eval_after_ndcg10) {
@@ -165,6 +201,10 @@ mod tests {
             baseline_dev_ndcg10: 0.0,
             best_dev_ndcg10: 0.0,
             best_epoch: 0,
+            best_step: 0,
+            dev_curve: Vec::new(),
+            search: Vec::new(),
+            fusion_alpha: None,
             history: vec![EpochRecord {
                 epoch: 1,
                 loss: 0.5,

@@ -62,17 +62,21 @@
 //! ```
 mod data;
 mod display;
+mod hybrid;
 mod run;
+mod search;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use ltre_core::trainer::{EpochRecord, Objective, TrainConfig};
+use ltre_core::trainer::{DevPoint, EpochRecord, Objective, TrainConfig};
 use serde::Serialize;
 use tantivy::schema::Field;
 use tantivy::Index;
 
 pub use data::{read_beir_judged, JudgedQuery, TrainingData};
+pub use run::FUSION_ALPHA_METRIC;
+pub use search::{RecipeSearch, Trial};
 
 use crate::encoders::{EncoderStore, IndexConfig};
 use crate::error::{Error, Result};
@@ -214,6 +218,12 @@ pub struct FineTuneOptions {
     pub threads: usize,
     /// Checkpoints, best parameters and `summary.json` (default `INDEX_DIR/runs/latest`).
     pub run_dir: Option<PathBuf>,
+    /// Choose the learning rate and temperature on the held-out queries first (the default
+    /// recipe of `ltre-cli train` without a configuration); `None`: train `config` as it is.
+    pub search: Option<RecipeSearch>,
+    /// With `config.hybrid`: choose its fusion weight on the held-out queries (with the start
+    /// encoder) instead of using the configured one.
+    pub choose_alpha: bool,
 }
 
 impl FineTuneOptions {
@@ -264,12 +274,19 @@ impl FineTuneOptions {
         self.run_dir = Some(dir.into());
         self
     }
+    /// Searches the learning rate and temperature on the held-out queries first.
+    pub fn search(mut self, search: RecipeSearch) -> Self {
+        self.search = Some(search);
+        self
+    }
 }
 
 /// A training phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// A probe of the recipe search (`RUN_DIR/search/...`).
+    Search,
     /// Training with held-out evaluation after each epoch (`RUN_DIR`).
     Select,
     /// Retraining on all training queries for the selected epoch count (`RUN_DIR/refit`).
@@ -321,6 +338,8 @@ pub enum FineTuneEvent {
         /// Seconds the step took.
         seconds: f64,
     },
+    /// A probe of the recipe search is done: what it measured.
+    Trial(Trial),
     /// A phase ended, finished or interrupted.
     PhaseEnded {
         /// Which phase.
@@ -359,8 +378,10 @@ impl FineTuneOutcome {
 /// The refit phase of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Refit {
-    /// Epochs (the selected epoch count).
+    /// Epochs it spans (the last one possibly partial).
     pub epochs: usize,
+    /// Steps: the selected point's share of the data, on all the training queries.
+    pub steps: u64,
     /// Training queries (held-out ones included).
     pub queries: usize,
 }
@@ -405,8 +426,15 @@ pub struct FineTuneReport {
     pub best_dev_ndcg10: f64,
     /// The epoch that reached it (0: none improved on the start encoder).
     pub best_epoch: usize,
+    /// The step that reached it (0: none improved).
+    pub best_step: u64,
     /// Per-epoch loss, held-out nDCG@10 and timings.
     pub history: Vec<EpochRecord>,
+    /// The held-out nDCG@10 every `eval_every` steps of the training run (step 0: the start).
+    pub dev_curve: Vec<DevPoint>,
+    /// The recipe search's probes, if it ran (the chosen one is marked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<Trial>,
     /// The refit phase, if one ran.
     pub refit: Option<Refit>,
     /// Evaluation queries (with a relevant document in the index).
@@ -423,6 +451,10 @@ pub struct FineTuneReport {
     pub document_vectors_sha256_after: String,
     /// Whether the encoder was deployed.
     pub deployment: Deployment,
+    /// The linear fusion weight (min-max, dense side) that serves the resulting encoder best
+    /// on the held-out queries, when the index has lexical fields; recorded in the deployed
+    /// encoder's metrics as [`FUSION_ALPHA_METRIC`], where searches find it.
+    pub fusion_alpha: Option<f32>,
 }
 
 impl FineTuneReport {

@@ -5,14 +5,18 @@ use std::sync::atomic::AtomicBool;
 
 use ltre_core::encoder::EncoderOptions;
 use ltre_core::fsutil::write_atomic;
+use ltre_core::hybrid::{choose_alpha, HybridConfig, LexicalList};
 use ltre_core::params::ParamStore;
+use ltre_core::retrieval::DocumentIndex;
 use ltre_core::train_step::{QueryTower, TowerOptions};
-use ltre_core::trainer::{evaluate_queries, split_dev, Objective, RunOutcome, TrainQuery, Trainer};
+use ltre_core::trainer::{evaluate_ranking, split_dev, Objective, RunOutcome, TrainQuery, Trainer};
 use ndarray::ArrayView2;
 use tantivy::collector::TopDocs;
 use tantivy::{ReloadPolicy, Searcher};
 
 use super::data::{check_unique_ids, to_train_queries};
+use super::hybrid::lexical_lists;
+use super::search::{search, Probe, Searched};
 use super::{
     Deployment, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, FineTuneReport, Phase,
     Refit, TrainingData, TunableIndex,
@@ -23,6 +27,10 @@ use crate::lexical::bag_of_words;
 
 /// BM25 candidates kept per query for the BM25-negatives objective.
 const BM25_DEPTH: usize = 100;
+/// Documents per leg of the served fusion (`SearchOptions::depth`'s default).
+const FUSION_DEPTH: usize = 100;
+/// The encoder record's metric holding the fusion weight chosen for it.
+pub const FUSION_ALPHA_METRIC: &str = "fusion_alpha";
 /// Queries per batch when evaluating.
 const EVAL_BATCH: usize = 64;
 
@@ -152,22 +160,92 @@ pub(super) fn fine_tune(
         .run_dir
         .clone()
         .unwrap_or_else(|| target.index_dir.join("runs").join("latest"));
+    // BM25 lists: hybrid-aware training needs them for every query; the fusion weight served
+    // with the result is chosen on the held-out ones whenever the index has lexical fields.
+    let depth = config.hybrid.map_or(FUSION_DEPTH, |h| h.depth);
+    let lexical = if config.hybrid.is_some() {
+        let all = train.iter().chain(&dev).chain(eval.iter().flatten());
+        lexical_lists(target, &searcher, all, &doc_rows, depth)?
+    } else if !target.lexical_fields.is_empty() && !dev.is_empty() {
+        lexical_lists(target, &searcher, &dev, &doc_rows, depth)?
+    } else {
+        HashMap::new()
+    };
+    let mut config_owned = config.clone();
+    if let (Some(hybrid), true) = (&mut config_owned.hybrid, options.choose_alpha) {
+        let (alpha, table) = choose_alpha(
+            &mut load_start()?,
+            doc_vectors.view(),
+            &doc_ids,
+            &dev,
+            &lexical,
+            hybrid.depth,
+        )?;
+        tracing::info!(
+            alpha,
+            ?table,
+            "fusion weight chosen on the held-out queries (start encoder)"
+        );
+        hybrid.alpha = alpha;
+    }
+    let config = &config_owned;
     let bm25 = bm25_candidates(target, &searcher, config.objective, &train, &doc_rows)?;
-    let mut trainer = Trainer::new(
+    ltre_core::retrieval::set_faiss_threads(1);
+    let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
+    drop(tower);
+    // The default recipe first chooses the learning rate and temperature on the held-out
+    // queries; the chosen probe's run directory is where the training run continues.
+    let (config, select_dir, trials, index) = match &options.search {
+        None => (config.clone(), run_dir.clone(), Vec::new(), index),
+        Some(recipe) => {
+            let probe = Probe {
+                base: config,
+                load_tower: &load_start,
+                doc_ids: &doc_ids,
+                train: &train,
+                dev: &dev,
+                bm25: &bm25,
+                lexical: &lexical,
+                run_dir: &run_dir,
+            };
+            match search(&probe, recipe, index, stop, progress)? {
+                Searched::Chosen {
+                    config,
+                    dir,
+                    trials,
+                    index,
+                } => (config, dir, trials, index),
+                Searched::Interrupted { step, dir } => {
+                    return Ok(interrupted(Phase::Search, step, dir))
+                }
+            }
+        }
+    };
+    let config = &config;
+    let mut trainer = Trainer::with_index(
         config.clone(),
-        tower,
+        load_start()?,
         doc_ids.clone(),
-        doc_vectors,
+        index,
         train.clone(),
         dev.clone(),
-        &run_dir,
+        &select_dir,
     )?
-    .with_bm25_candidates(bm25);
+    .with_bm25_candidates(bm25)
+    .with_lexical(lexical.clone());
+    let train_steps_per_epoch = trainer.steps_per_epoch();
     if let Some(step) = run_phase(&mut trainer, Phase::Select, train.len(), stop, progress)? {
-        return Ok(interrupted(Phase::Select, step, run_dir));
+        return Ok(interrupted(Phase::Select, step, select_dir));
     }
     let state = trainer.state().clone();
-    let improved = state.best_epoch > 0;
+    let best_dir = trainer.best_dir();
+    // Checkpoints of earlier versions selected per epoch only.
+    let best_step = if state.best_step > 0 {
+        state.best_step
+    } else {
+        state.best_epoch as u64 * train_steps_per_epoch
+    };
+    let improved = best_step > 0;
     let final_params = trainer.tower().params().clone();
     let doc_vectors = trainer.documents().vectors().to_owned();
     drop(trainer);
@@ -175,18 +253,30 @@ pub(super) fn fine_tune(
     let mut tower = load_start()?;
     let evaluate = |tower: &mut QueryTower| -> Result<Option<f64>> {
         match &eval {
-            Some(set) => Ok(Some(evaluate_on(tower, doc_vectors.view(), &doc_ids, set)?)),
+            Some(set) => Ok(Some(evaluate_on(
+                tower,
+                doc_vectors.view(),
+                &doc_ids,
+                set,
+                config.hybrid.map(|h| (h, &lexical)),
+            )?)),
             None => Ok(None),
         }
     };
     let eval_before = evaluate(&mut tower)?;
     let mut refit = None;
     let chosen = if improved && options.refit {
-        // The epoch count was chosen on the held-out queries; now train that many epochs on
-        // all the training queries, held-out ones included, from the same start.
-        let mut refit_config = config.clone();
-        refit_config.epochs = state.best_epoch;
+        // The stopping point was chosen on the held-out queries; now train on all the training
+        // queries, held-out ones included, from the same start, with the same schedule scaled
+        // to the larger set, for as many epochs' worth of data as the best point had seen.
         let all: Vec<TrainQuery> = train.iter().chain(dev.iter()).cloned().collect();
+        let all_steps_per_epoch = all.len().div_ceil(config.batch_size) as u64;
+        let scale = all_steps_per_epoch as f64 / train_steps_per_epoch.max(1) as f64;
+        let steps = ((best_step as f64 * scale).round() as u64).max(1);
+        let mut refit_config = config.clone();
+        refit_config.epochs = refit_config_epochs(steps, all_steps_per_epoch);
+        refit_config.max_steps = Some(steps);
+        refit_config.optimizer.total_steps = all_steps_per_epoch * config.epochs as u64;
         let refit_dir = run_dir.join("refit");
         let bm25 = bm25_candidates(target, &searcher, config.objective, &all, &doc_rows)?;
         let mut trainer = Trainer::new(
@@ -198,22 +288,43 @@ pub(super) fn fine_tune(
             vec![],
             &refit_dir,
         )?
-        .with_bm25_candidates(bm25);
+        .with_bm25_candidates(bm25)
+        .with_lexical(lexical.clone());
         if let Some(step) = run_phase(&mut trainer, Phase::Refit, all.len(), stop, progress)? {
             return Ok(interrupted(Phase::Refit, step, run_dir));
         }
         refit = Some(Refit {
-            epochs: state.best_epoch,
+            epochs: refit_config_epochs(steps, all_steps_per_epoch),
+            steps,
             queries: all.len(),
         });
         trainer.tower().params().clone()
     } else if improved {
-        ParamStore::load(&run_dir.join("best").join("params.safetensors"))?
+        ParamStore::load(&best_dir.join("params.safetensors"))?
     } else {
         final_params
     };
     tower.set_params(chosen)?;
     let eval_after = evaluate(&mut tower)?;
+    // The fusion weight to serve with this encoder, chosen on the held-out queries.
+    let fusion_alpha = if lexical.is_empty() || dev.is_empty() {
+        None
+    } else {
+        let (alpha, table) = choose_alpha(
+            &mut tower,
+            doc_vectors.view(),
+            &doc_ids,
+            &dev,
+            &lexical,
+            depth,
+        )?;
+        tracing::info!(
+            alpha,
+            ?table,
+            "fusion weight chosen on the held-out queries"
+        );
+        Some(alpha)
+    };
 
     // LTRe never writes documents: a change means another writer committed meanwhile, and
     // the encoder was trained against vectors the index no longer holds.
@@ -238,7 +349,10 @@ pub(super) fn fine_tune(
         baseline_dev_ndcg10: state.baseline_dev_ndcg10.unwrap_or(0.0),
         best_dev_ndcg10: state.best_dev_ndcg10,
         best_epoch: state.best_epoch,
+        best_step,
         history: state.history,
+        dev_curve: state.dev_curve,
+        search: trials,
         refit,
         eval_queries: eval.as_ref().map_or(0, Vec::len),
         eval_before_ndcg10: eval_before,
@@ -247,6 +361,7 @@ pub(super) fn fine_tune(
         document_vectors_sha256_before: checksum_before,
         document_vectors_sha256_after: checksum_after,
         deployment: Deployment::NotRequested,
+        fusion_alpha,
     };
     if options.deploy {
         report.deployment = if improved || options.force {
@@ -259,6 +374,11 @@ pub(super) fn fine_tune(
         serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&run_dir.join("summary.json"), summary.as_bytes())?;
     Ok(FineTuneOutcome::Finished(Box::new(report)))
+}
+
+/// Epochs (rounded up) that `steps` steps cover.
+fn refit_config_epochs(steps: u64, steps_per_epoch: u64) -> usize {
+    (steps.div_ceil(steps_per_epoch.max(1)) as usize).max(1)
 }
 
 fn interrupted(phase: Phase, step: u64, run_dir: PathBuf) -> FineTuneOutcome {
@@ -304,11 +424,14 @@ fn evaluate_on(
     docs: ArrayView2<f32>,
     doc_ids: &[String],
     queries: &[TrainQuery],
+    hybrid: Option<(HybridConfig, &HashMap<String, LexicalList>)>,
 ) -> Result<f64> {
     if queries.is_empty() {
         return Ok(0.0);
     }
-    Ok(evaluate_queries(tower, docs, doc_ids, queries, EVAL_BATCH)?)
+    Ok(evaluate_ranking(
+        tower, docs, doc_ids, queries, EVAL_BATCH, hybrid,
+    )?)
 }
 
 /// Exports `tower`, installs it as a new version with its provenance, and activates it.
@@ -346,6 +469,11 @@ fn deploy(
         record.metrics.insert("eval_ndcg10".into(), after);
     }
     record.document_vectors_sha256 = report.document_vectors_sha256_after.clone();
+    if let Some(alpha) = report.fusion_alpha {
+        record
+            .metrics
+            .insert(FUSION_ALPHA_METRIC.into(), alpha as f64);
+    }
     record.note = Some(format!(
         "{:?}, best epoch {}{}{}",
         report.config.objective,

@@ -1,0 +1,325 @@
+//! Hybrid-aware LTRe: the full retrieval of the loss is the ranking the index serves, BM25
+//! fused with the dense score, instead of the dense ranking alone.
+//!
+//! The served fusion is normalised linear with min-max scaling over each leg's top `depth`
+//! (`tantivy_ltre::fusion::LinearFusion::min_max`): `f(d) = alpha * dn(d) + (1 - alpha) * ln(d)`
+//! where `dn`, `ln` are the min-max normalised dense and BM25 scores, 0 for a document outside
+//! that leg's top `depth`. [`fuse_min_max`] computes it exactly; its ranks weigh the pairs.
+//!
+//! For the pair scores, `f` is written in dense units: `f` orders documents as
+//! `h(d) = <q, d> + c(d)` with `c(d) = (1 - alpha) / alpha * range * ln(d)`, `range` being the
+//! dense leg's max - min (held constant, as the gradient of a rank statistic's normaliser is
+//! not what should move the query). The loss is then LTRe's on `t * h`, so the BM25 evidence
+//! enters as a fixed per-document offset and the gradient flows through the dense part only:
+//! the query learns what BM25 does not already contribute. With `alpha = 1` the offsets vanish
+//! and this is plain LTRe.
+use std::collections::HashMap;
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::loss::Candidate;
+use crate::retrieval::Hit;
+use crate::{Error, Result};
+
+/// Hybrid-aware training settings (`TrainConfig::hybrid`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HybridConfig {
+    /// Weight of the dense side in `(0, 1]`.
+    pub alpha: f32,
+    /// Documents per leg before fusion, as the index serves them (`SearchOptions::depth`).
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+}
+
+fn default_depth() -> usize {
+    100
+}
+
+impl HybridConfig {
+    /// Checks `alpha` and `depth`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.alpha > 0.0 && self.alpha <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "hybrid.alpha {} must lie in (0, 1]: the dense side must carry weight to learn",
+                self.alpha
+            )));
+        }
+        if self.depth == 0 {
+            return Err(Error::Invalid("hybrid.depth must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A query's BM25 list: `(document row, BM25 score)`, best first.
+pub type LexicalList = Vec<(usize, f32)>;
+
+fn min_max(list: &[(usize, f32)]) -> (f32, f32) {
+    let min = list.iter().map(|x| x.1).fold(f32::INFINITY, f32::min);
+    let max = list.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+    (min, max - min)
+}
+
+fn normalised(list: &[(usize, f32)]) -> HashMap<usize, f32> {
+    let (min, range) = min_max(list);
+    list.iter()
+        .map(|&(d, s)| (d, if range > 0.0 { (s - min) / range } else { 1.0 }))
+        .collect()
+}
+
+/// Min-max normalised linear fusion of two best-first lists, as the index serves it: every
+/// document of either list, best first (ties by row).
+pub fn fuse_min_max(
+    dense: &[(usize, f32)],
+    lexical: &[(usize, f32)],
+    alpha: f32,
+) -> Vec<(usize, f32)> {
+    let (dn, ln) = (normalised(dense), normalised(lexical));
+    let mut rows: Vec<usize> = dense.iter().chain(lexical).map(|x| x.0).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let mut fused: Vec<(usize, f32)> = rows
+        .into_iter()
+        .map(|d| {
+            let f = alpha * dn.get(&d).copied().unwrap_or(0.0)
+                + (1.0 - alpha) * ln.get(&d).copied().unwrap_or(0.0);
+            (d, f)
+        })
+        .collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused
+}
+
+/// The candidates of one query for the hybrid loss and their score offsets (in dense units):
+/// the dense top-n `hits`, the BM25 list and the judged documents, ranked by the served
+/// fusion (`None`: not served), with `grade_of(row)` giving a judged document's grade.
+pub fn hybrid_candidates(
+    hits: &[Hit],
+    lexical: &[(usize, f32)],
+    judged: &[(usize, i32)],
+    config: &HybridConfig,
+) -> (Vec<Candidate>, Vec<f64>) {
+    let dense: Vec<(usize, f32)> = hits
+        .iter()
+        .take(config.depth)
+        .map(|h| (h.doc, h.score))
+        .collect();
+    let lexical = &lexical[..lexical.len().min(config.depth)];
+    let fused = fuse_min_max(&dense, lexical, config.alpha);
+    let rank: HashMap<usize, usize> = fused
+        .iter()
+        .enumerate()
+        .map(|(r, x)| (x.0, r + 1))
+        .collect();
+    let ln = normalised(lexical);
+    let (_, range) = min_max(&dense);
+    let scale = if range.is_finite() && range > 0.0 {
+        ((1.0 - config.alpha) / config.alpha * range) as f64
+    } else {
+        0.0
+    };
+    let grade: HashMap<usize, i32> = judged.iter().copied().collect();
+    let mut rows: Vec<usize> = fused.iter().map(|x| x.0).collect();
+    for row in hits.iter().map(|h| h.doc).chain(judged.iter().map(|j| j.0)) {
+        if !rank.contains_key(&row) && !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    let offsets = rows
+        .iter()
+        .map(|r| scale * ln.get(r).copied().unwrap_or(0.0) as f64)
+        .collect();
+    let candidates = rows
+        .into_iter()
+        .map(|doc| Candidate {
+            doc,
+            rank: rank.get(&doc).copied(),
+            relevant: grade.contains_key(&doc),
+            grade: grade.get(&doc).copied().unwrap_or(0),
+        })
+        .collect();
+    (candidates, offsets)
+}
+
+/// The served hybrid ranking of one query from its dense scores over every document
+/// (`scores[row]`) and its BM25 list: the fused list, best first.
+pub fn served_ranking(
+    scores: ndarray::ArrayView1<f32>,
+    lexical: &[(usize, f32)],
+    config: &HybridConfig,
+) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    let k = config.depth.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let dense: Vec<(usize, f32)> = idx.into_iter().map(|d| (d, scores[d])).collect();
+    fuse_min_max(
+        &dense,
+        &lexical[..lexical.len().min(config.depth)],
+        config.alpha,
+    )
+}
+
+/// The dense scores of `q` against every row of `docs`, for [`served_ranking`].
+pub fn dense_scores(q: ndarray::ArrayView1<f32>, docs: ArrayView2<f32>) -> ndarray::Array1<f32> {
+    docs.dot(&q)
+}
+
+/// The fusion weights [`choose_alpha`] tries.
+pub const ALPHA_GRID: [f32; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// The fusion weight of [`ALPHA_GRID`] whose served ranking scores the best nDCG@10 on
+/// `queries` (held-out queries: choosing it on training queries overfits), with every
+/// weight's value. Ties keep the smaller weight. Queries are encoded once.
+pub fn choose_alpha(
+    tower: &mut crate::train_step::QueryTower,
+    docs: ArrayView2<f32>,
+    doc_ids: &[String],
+    queries: &[crate::trainer::TrainQuery],
+    lexical: &HashMap<String, LexicalList>,
+    depth: usize,
+) -> Result<(f32, Vec<(f32, f64)>)> {
+    use crate::metrics::{evaluate, Metric, Run};
+    use std::collections::BTreeMap;
+    if queries.is_empty() {
+        return Err(Error::Invalid(
+            "choosing the fusion weight needs held-out queries".into(),
+        ));
+    }
+    let mut scores = Vec::with_capacity(queries.len());
+    for chunk in queries.chunks(64) {
+        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
+        let q = tower.embed(&texts)?;
+        scores.extend(q.dot(&docs.t()).rows().into_iter().map(|r| r.to_owned()));
+    }
+    let qrels: crate::data::Qrels = queries
+        .iter()
+        .map(|tq| {
+            let judged: BTreeMap<String, i32> =
+                tq.judged().map(|(d, g)| (doc_ids[d].clone(), g)).collect();
+            (tq.id.clone(), judged)
+        })
+        .collect();
+    let mut table = Vec::new();
+    for alpha in ALPHA_GRID {
+        let config = HybridConfig { alpha, depth };
+        let mut run = Run::new();
+        for (tq, row) in queries.iter().zip(&scores) {
+            let list = lexical.get(&tq.id).map_or(&[][..], Vec::as_slice);
+            let fused = served_ranking(row.view(), list, &config);
+            run.insert(
+                tq.id.clone(),
+                fused
+                    .iter()
+                    .take(100)
+                    .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
+                    .collect(),
+            );
+        }
+        table.push((alpha, evaluate(&run, &qrels, &[Metric::Ndcg(10)]).mean[0]));
+    }
+    let best = table
+        .iter()
+        .copied()
+        .fold((ALPHA_GRID[0], f64::NEG_INFINITY), |b, x| {
+            if x.1 > b.1 {
+                x
+            } else {
+                b
+            }
+        });
+    Ok((best.0, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::{ltre_loss_offsets, ltre_loss_weighted, PairWeight};
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn fusion_matches_the_served_formula() {
+        let dense = [(0, 0.9), (1, 0.5), (2, 0.1)];
+        let lexical = [(2, 10.0), (3, 5.0), (0, 0.0)];
+        let fused = fuse_min_max(&dense, &lexical, 0.5);
+        // 0: .5*1 + .5*0 = .5; 1: .5*.5 = .25; 2: .5*0 + .5*1 = .5; 3: .5*.5 = .25
+        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 2, 1, 3]);
+        assert!((fused[0].1 - 0.5).abs() < 1e-6 && (fused[3].1 - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn offsets_order_candidates_as_the_fusion_does_and_vanish_at_alpha_one() {
+        let docs: Array2<f32> = array![[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]];
+        let q = array![0.9f32, 0.1];
+        let scores = docs.dot(&q);
+        let mut hits: Vec<Hit> = (0..4)
+            .map(|d| Hit {
+                doc: d,
+                score: scores[d],
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let lexical = vec![(2, 7.0), (3, 3.0), (1, 1.0)];
+        let config = HybridConfig {
+            alpha: 0.4,
+            depth: 4,
+        };
+        let (cands, offsets) = hybrid_candidates(&hits, &lexical, &[(2, 1)], &config);
+        // h = <q,d> + offset ranks exactly like the served fusion (every doc is in the dense leg).
+        let mut by_h: Vec<(usize, f64)> = cands
+            .iter()
+            .zip(&offsets)
+            .map(|(c, o)| (c.doc, scores[c.doc] as f64 + o))
+            .collect();
+        by_h.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let served: Vec<usize> = fuse_min_max(
+            &hits.iter().map(|h| (h.doc, h.score)).collect::<Vec<_>>(),
+            &lexical,
+            0.4,
+        )
+        .iter()
+        .map(|x| x.0)
+        .collect();
+        assert_eq!(by_h.iter().map(|x| x.0).collect::<Vec<_>>(), served);
+        for c in &cands {
+            assert_eq!(c.rank.map(|r| served[r - 1]), Some(c.doc));
+        }
+        // alpha = 1: plain LTRe on the dense ranking, offsets all 0.
+        let dense_only = HybridConfig {
+            alpha: 1.0,
+            depth: 4,
+        };
+        let (cands, offsets) = hybrid_candidates(&hits, &lexical, &[(2, 1)], &dense_only);
+        assert!(offsets.iter().all(|o| *o == 0.0));
+        let a = ltre_loss_offsets(
+            q.view(),
+            &cands,
+            &offsets,
+            docs.view(),
+            20.0,
+            200,
+            PairWeight::ReciprocalRank,
+        );
+        let b = ltre_loss_weighted(
+            q.view(),
+            &cands,
+            docs.view(),
+            20.0,
+            200,
+            PairWeight::ReciprocalRank,
+        );
+        assert_eq!(a, b);
+        assert!(HybridConfig {
+            alpha: 0.0,
+            depth: 1
+        }
+        .validate()
+        .is_err());
+    }
+}
