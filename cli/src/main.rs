@@ -6,6 +6,7 @@ mod embed;
 mod encoder_cmd;
 mod eval;
 mod export;
+mod feedback;
 mod index;
 mod search;
 mod train;
@@ -37,6 +38,8 @@ enum Command {
     Encoder(encoder_cmd::Args),
     /// Check every segment file of an index (checksums); exit 1 naming any damaged file.
     Verify(verify::Args),
+    /// Record clicks and ratings in an index's feedback log, import them, show its counts.
+    Feedback(feedback::Args),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Encoder(a) => encoder_cmd::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Feedback(a) => feedback::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

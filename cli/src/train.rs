@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use ltre_core::data::{read_qrels, split_queries, QuerySplit};
 use ltre_core::hybrid::HybridConfig;
 use ltre_core::trainer::{Objective, TrainConfig};
+use tantivy_ltre::feedback::{keyed_by_text, FeedbackLog, FeedbackPolicy};
 use tantivy_ltre::finetune::{
     read_beir_judged, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, RecipeSearch,
     TrainingData, TunableIndex,
@@ -19,12 +20,19 @@ pub struct Args {
     /// Index directory (built by `ltre-cli index` with --model).
     #[arg(long)]
     index: PathBuf,
-    /// Queries (BEIR queries.jsonl).
+    /// Queries (BEIR queries.jsonl): the texts of --qrels, --dev-qrels and --eval-qrels.
     #[arg(long)]
-    queries: PathBuf,
-    /// Training qrels (BEIR tsv).
+    queries: Option<PathBuf>,
+    /// Training qrels (BEIR tsv). Give either this or --feedback.
     #[arg(long)]
-    qrels: PathBuf,
+    qrels: Option<PathBuf>,
+    /// Train from the index's feedback log (`ltre-cli feedback`) instead of --qrels.
+    #[arg(long)]
+    feedback: bool,
+    /// With --feedback: clicks a (query, document) pair without a grade needs to count as
+    /// relevant.
+    #[arg(long, default_value_t = 1)]
+    min_clicks: u32,
     /// Held-out qrels for model selection; without it a seeded `dev_fraction` of the training
     /// queries is held out.
     #[arg(long)]
@@ -117,17 +125,32 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let index = TunableIndex::open_ltre_index(&args.index)?;
-    let data = if args.split.is_set() {
-        let half = args.split.apply(read_qrels(&args.qrels)?);
-        let judged = read_beir_judged(&args.queries, &args.qrels)?;
-        TrainingData::new(
-            judged
-                .into_iter()
-                .filter(|q| half.contains_key(&q.id))
-                .collect(),
-        )
-    } else {
-        TrainingData::from_beir(&args.queries, &args.qrels)?
+    let queries = || {
+        args.queries
+            .as_deref()
+            .context("--queries is needed to read --qrels, --dev-qrels and --eval-qrels")
+    };
+    let data = match (&args.qrels, args.feedback) {
+        (Some(qrels), false) if args.split.is_set() => {
+            let half = args.split.apply(read_qrels(qrels)?);
+            let judged = read_beir_judged(queries()?, qrels)?;
+            TrainingData::new(
+                judged
+                    .into_iter()
+                    .filter(|q| half.contains_key(&q.id))
+                    .collect(),
+            )
+        }
+        (Some(qrels), false) => TrainingData::from_beir(queries()?, qrels)?,
+        (None, true) => FeedbackLog::open(&args.index)?
+            .to_training_data(&FeedbackPolicy::default().min_clicks(args.min_clicks))?,
+        (Some(_), true) => {
+            bail!("give one source of training data: --qrels or --feedback, not both")
+        }
+        (None, false) => bail!(
+            "no training data: give --queries and --qrels, or --feedback to train from the \
+             index's feedback log (`ltre-cli feedback add/import`)"
+        ),
     };
     let mut options = FineTuneOptions::new(config)
         .refit(args.refit)
@@ -141,10 +164,18 @@ pub fn run(args: Args) -> Result<()> {
     options.choose_alpha = args.hybrid && args.hybrid_alpha.is_none();
     options.run_dir = args.run_dir.clone();
     if let Some(p) = &args.dev_qrels {
-        options.dev = DevSet::Queries(read_beir_judged(&args.queries, p)?);
+        let dev = read_beir_judged(queries()?, p)?;
+        // Feedback queries are keyed by their text: key the held-out ones alike, so that
+        // they are left out of training.
+        let dev = if args.feedback {
+            keyed_by_text(&dev)
+        } else {
+            dev
+        };
+        options.dev = DevSet::Queries(dev);
     }
     if let Some(p) = &args.eval_qrels {
-        let mut eval = read_beir_judged(&args.queries, p)?;
+        let mut eval = read_beir_judged(queries()?, p)?;
         if args.split.is_set() {
             // `--split train` trains on one half; the report's numbers are on the other.
             let test = split_queries(&read_qrels(p)?, QuerySplit::Test, args.split.seed());

@@ -249,3 +249,421 @@ fn logs_redirected_to_a_file_carry_no_colour_codes() {
     assert!(stderr.contains("resuming"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr:?}");
 }
+
+// ---- `ltre-cli feedback` and `train --feedback` ----
+
+/// A lexical-only index of the tiny corpus (the feedback log needs only its directory).
+fn feedback_index(root: &Path) -> PathBuf {
+    let corpus = root.join("corpus.jsonl");
+    write_corpus(&corpus);
+    let index = root.join("index");
+    ok(&[
+        "index",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+    ]);
+    index
+}
+
+fn feedback_stats(index: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(&["feedback", "stats", "--index", index, "--json"])).unwrap()
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn feedback_add_import_stats_and_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let index_dir = feedback_index(root.path());
+    let index = index_dir.to_str().unwrap();
+    fn add<'a>(index: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["feedback", "add", "--index", index];
+        args.extend_from_slice(extra);
+        args
+    }
+    ok(&add(
+        index,
+        &["--query", "quick fox", "--doc", "d1", "--grade", "2"],
+    ));
+    ok(&add(
+        index,
+        &[
+            "--query",
+            "quick  fox",
+            "--doc",
+            "d4",
+            "--click",
+            "--time",
+            "5",
+        ],
+    ));
+    ok(&add(
+        index,
+        &["--query", "cats", "--doc", "d6", "--grade", "-1"],
+    ));
+    fails_with(&add(index, &["--query", "cats", "--doc", "d2"]), "--grade");
+    fails_with(
+        &add(
+            index,
+            &["--query", "cats", "--doc", "d2", "--grade", "1", "--click"],
+        ),
+        "cannot be used with",
+    );
+    fails_with(
+        &add(index, &["--query", " ", "--doc", "d2", "--click"]),
+        "query text is empty",
+    );
+    fails_with(
+        &add(
+            index,
+            &["--query", "cats", "--doc", "d2", "--grade", "5000"],
+        ),
+        "outside",
+    );
+
+    let file = root.path().join("clicks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"query\":\"cats\",\"doc\":\"d2\",\"click\":true,\"time\":7}\n\n\
+         {\"query\":\"river\",\"doc\":\"d3\",\"grade\":1}\n",
+    )
+    .unwrap();
+    let import = [
+        "feedback",
+        "import",
+        "--index",
+        index,
+        "--file",
+        file.to_str().unwrap(),
+    ];
+    assert!(ok(&import).contains("appended 2 records"));
+    // Re-importing with the times given adds exact duplicates only.
+    ok(&[&import[..], &["--time", "9"]].concat());
+    let stats = feedback_stats(index);
+    assert_eq!(stats["records"], 7);
+    assert_eq!(stats["clicks"], 3);
+    assert_eq!(stats["grades"], 4);
+    assert_eq!(stats["distinct_queries"], 3);
+    // `river` had no time: now at the first import, 9 at the second.
+    assert_eq!(stats["duplicates"], 1);
+
+    let bad = root.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"query\":\"cats\",\"doc\":\"d2\",\"click\":true}\n{\"query\":\"cats\",\"doc\":\"d2\"}\n",
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "feedback",
+            "import",
+            "--index",
+            index,
+            "--file",
+            bad.to_str().unwrap(),
+        ],
+        "bad.jsonl: line 2",
+    );
+    fails_with(&["feedback", "import", "--index", index], "--file");
+    assert_eq!(feedback_stats(index)["records"], 7);
+
+    // A kill mid-append, by hand: reported by stats, removed by the next append.
+    let log = index_dir.join("feedback").join("log.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"query\":\"ca");
+    std::fs::write(&log, &text).unwrap();
+    assert_eq!(feedback_stats(index)["torn_tail_bytes"], 12);
+    let shown = ok(&["feedback", "stats", "--index", index]);
+    assert!(shown.contains("torn last line of 12 bytes"), "{shown}");
+    let out = cli(&add(index, &["--query", "cats", "--doc", "d2", "--click"]));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("torn last line of 12 bytes"));
+    let stats = feedback_stats(index);
+    assert_eq!(
+        (stats["records"].as_u64(), stats["torn_tail_bytes"].as_u64()),
+        (Some(8), Some(0))
+    );
+
+    // A malformed complete line is an error naming the file and the line.
+    std::fs::write(&log, "{\"query\":\"cats\"}\n").unwrap();
+    fails_with(
+        &["feedback", "stats", "--index", index],
+        "log.jsonl: line 1",
+    );
+    fails_with(
+        &[
+            "feedback",
+            "stats",
+            "--index",
+            root.path().join("nope").to_str().unwrap(),
+        ],
+        "not a directory",
+    );
+}
+
+#[test]
+fn feedback_from_concurrent_processes_loses_nothing() {
+    const PROCESSES: usize = 6;
+    const PER_FILE: usize = 40;
+    const ADDS: usize = 5;
+    let root = tempfile::tempdir().unwrap();
+    let index_dir = feedback_index(root.path());
+    let index = index_dir.to_str().unwrap().to_string();
+    for p in 0..PROCESSES {
+        // Long lines make a torn or interleaved write visible.
+        let lines: Vec<String> = (0..PER_FILE)
+            .map(|i| {
+                serde_json::json!({
+                    "query": format!("query {p} {}", "pad ".repeat(100)),
+                    "doc": format!("f{p}-{i}"),
+                    "grade": 1,
+                    "time": 1
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(
+            root.path().join(format!("batch-{p}.jsonl")),
+            lines.join("\n"),
+        )
+        .unwrap();
+    }
+    let run = |args: Vec<String>| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
+            .args(&args)
+            .env("LTRE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Per process slot: one importer and one process adding clicks one by one, all at once.
+    std::thread::scope(|scope| {
+        for p in 0..PROCESSES {
+            let file = root.path().join(format!("batch-{p}.jsonl"));
+            let index = &index;
+            scope.spawn(move || {
+                run(vec![
+                    "feedback".into(),
+                    "import".into(),
+                    "--index".into(),
+                    index.clone(),
+                    "--file".into(),
+                    file.to_string_lossy().into_owned(),
+                ])
+            });
+            scope.spawn(move || {
+                for i in 0..ADDS {
+                    run([
+                        "feedback", "add", "--index", index, "--query", "fox", "--click",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(["--doc".to_string(), format!("a{p}-{i}")])
+                    .collect())
+                }
+            });
+        }
+    });
+    let log = tantivy_ltre::feedback::FeedbackLog::open(&index_dir).unwrap();
+    let read = log.read().unwrap();
+    assert_eq!(read.torn_tail_bytes, 0);
+    let total = PROCESSES * PER_FILE + PROCESSES * ADDS;
+    assert_eq!(read.records.len(), total);
+    let docs: std::collections::BTreeSet<&str> =
+        read.records.iter().map(|r| r.doc.as_str()).collect();
+    assert_eq!(docs.len(), total);
+    // An import is one write: its records are adjacent, in file order.
+    let mut i = 0;
+    while i < read.records.len() {
+        if let Some(rest) = read.records[i].doc.strip_prefix('f') {
+            let p = rest.split('-').next().unwrap().to_string();
+            for k in 0..PER_FILE {
+                assert_eq!(
+                    read.records[i + k].doc,
+                    format!("f{p}-{k}"),
+                    "record {}",
+                    i + k
+                );
+            }
+            i += PER_FILE;
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(log.stats().unwrap().duplicates, 0);
+}
+
+/// A collection over the tiny vocabulary (each query: two words of its relevant document,
+/// graded 2, and a neighbour graded 1), indexed with a trainable tiny model. Returns the index,
+/// queries, train qrels, held-out qrels (the first 4 queries) and a training config.
+fn trainable_collection(root: &Path) -> [PathBuf; 5] {
+    use ltre_core::testing::TINY_WORDS;
+    let model = export_tiny_model(root, 11, true).unwrap();
+    let mut state = 9u64;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n
+    };
+    let docs: Vec<Vec<&str>> = (0..32)
+        .map(|_| (0..8).map(|_| TINY_WORDS[next(TINY_WORDS.len())]).collect())
+        .collect();
+    let corpus: String = docs
+        .iter()
+        .enumerate()
+        .map(|(d, w)| {
+            serde_json::json!({"_id": format!("d{d}"), "title": w[0], "text": w.join(" ")})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let (mut queries, mut qrels, mut dev) = (String::new(), String::new(), String::new());
+    for q in 0..16 {
+        let d = (q * 5) % docs.len();
+        queries += &(serde_json::json!({"_id": format!("q{q}"), "text": format!("{}  {}", docs[d][1], docs[d][6])})
+            .to_string()
+            + "\n");
+        let lines = format!("q{q}\td{d}\t2\nq{q}\td{}\t1\n", (d + 1) % docs.len());
+        qrels += &lines;
+        if q < 4 {
+            dev += &lines;
+        }
+    }
+    let paths = [
+        root.join("index"),
+        root.join("queries.jsonl"),
+        root.join("qrels.tsv"),
+        root.join("dev.tsv"),
+        root.join("train.toml"),
+    ];
+    let corpus_path = root.join("corpus.jsonl");
+    std::fs::write(&corpus_path, corpus).unwrap();
+    std::fs::write(&paths[1], queries).unwrap();
+    std::fs::write(&paths[2], qrels).unwrap();
+    std::fs::write(&paths[3], dev).unwrap();
+    std::fs::write(
+        &paths[4],
+        "epochs = 2\nbatch_size = 4\ntop_n = 16\nrr_cut = 16\ncheckpoint_every = 1\n\n[optimizer]\nlr = 0.002\n",
+    )
+    .unwrap();
+    ok(&[
+        "index",
+        "--corpus",
+        corpus_path.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--index",
+        paths[0].to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    paths
+}
+
+/// `train --feedback` after `feedback import --queries --qrels` reports the same held-out and
+/// evaluation numbers, before and after, as `train --qrels` (same held-out queries, one thread).
+#[test]
+fn train_from_feedback_matches_train_from_qrels() {
+    let root = tempfile::tempdir().unwrap();
+    let [index, queries, qrels, dev, config] = trainable_collection(root.path());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (index, queries, qrels, dev, config) =
+        (s(&index), s(&queries), s(&qrels), s(&dev), s(&config));
+    let run_a = s(&root.path().join("runs/qrels"));
+    let run_b = s(&root.path().join("runs/feedback"));
+    let common = [
+        "--index",
+        &index,
+        "--queries",
+        &queries,
+        "--dev-qrels",
+        &dev,
+        "--eval-qrels",
+        &qrels,
+        "--config",
+        &config,
+        "--threads",
+        "1",
+    ];
+    let train = |source: &[&str], run_dir: &str| -> Vec<String> {
+        ["train"]
+            .iter()
+            .chain(common.iter())
+            .chain(source.iter())
+            .chain(["--run-dir", run_dir].iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    fails_with(&args(&train(&[], &run_a)), "no training data");
+    fails_with(
+        &args(&train(&["--qrels", &qrels, "--feedback"], &run_a)),
+        "not both",
+    );
+    fails_with(
+        &args(&train(&["--feedback"], &run_b)),
+        "no feedback recorded",
+    );
+
+    ok(&[
+        "feedback",
+        "import",
+        "--index",
+        &index,
+        "--queries",
+        &queries,
+        "--qrels",
+        &qrels,
+    ]);
+    let from_qrels: serde_json::Value =
+        serde_json::from_str(&ok(&args(&train(&["--qrels", &qrels], &run_a)))).unwrap();
+    let from_feedback: serde_json::Value =
+        serde_json::from_str(&ok(&args(&train(&["--feedback"], &run_b)))).unwrap();
+    for key in [
+        "train_queries",
+        "dev_queries",
+        "baseline_dev_ndcg10",
+        "best_dev_ndcg10",
+        "best_epoch",
+        "eval_queries",
+        "eval_before_ndcg10",
+        "eval_after_ndcg10",
+    ] {
+        assert_eq!(from_feedback[key], from_qrels[key], "{key}");
+    }
+    assert_eq!(from_qrels["dev_queries"], 4);
+    assert_eq!(from_qrels["train_queries"], 12);
+    let history = |v: &serde_json::Value| -> Vec<(f64, f64)> {
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["loss"].as_f64().unwrap(),
+                    e["dev_ndcg10"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(history(&from_feedback), history(&from_qrels));
+    assert_ne!(
+        from_feedback["training_data_sha256"],
+        from_qrels["training_data_sha256"]
+    );
+}

@@ -27,6 +27,8 @@
 //! - [`finetune`]: fine-tunes an index's query encoder in place from judged queries (LTRe),
 //!   with held-out selection, a guarded deployment and a report; works on any schema.
 //! - [`embedder`]: loads an exported model directory as a [`TextEmbedder`].
+//! - [`feedback`]: the application's clicks and ratings, logged in the index directory
+//!   (crash-safe, concurrent appends) and aggregated into training data for [`finetune`].
 //!
 //! Whole ltre indexes, as library calls (the `ltre-cli` commands are thin clients of these):
 //!
@@ -119,6 +121,7 @@ pub mod embedder;
 pub mod encoders;
 pub mod error;
 pub mod eval;
+pub mod feedback;
 pub mod field;
 pub mod finetune;
 pub mod fusion;
