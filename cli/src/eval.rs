@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
             format!("hybrid/linear alpha {alpha}")
         }
         (RetrievalMode::Hybrid, _) => format!("hybrid/{:?}", args.retrieval.fusion).to_lowercase(),
-        other => format!("{other:?}").to_lowercase(),
+        (other, _) => format!("{other:?}").to_lowercase(),
     };
     if args.json {
         let metrics: serde_json::Map<String, serde_json::Value> = evaluation

@@ -1,31 +1,16 @@
 //! `ltre-cli` end to end on a tiny corpus and tiny random BERTs: index, search (bm25, dense,
 //! hybrid), encoder list/activate/rollback, and a malformed corpus line.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{cli, ok, trainable_collection};
 
 use ltre_core::testing::export_tiny_model;
 use tantivy_ltre::encoders::{EncoderRecord, EncoderStore};
 
 const CORPUS: &[(&str, &str, &str)] = ltre_core::testing::TINY_CORPUS;
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltre-cli"))
-        .args(args)
-        .env("LTRE_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-/// Runs the CLI and returns its stdout, failing the test with stderr on error.
-fn ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "ltre-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn export_tiny(root: &Path, seed: u64) -> PathBuf {
     export_tiny_model(root, seed, false).unwrap()
@@ -502,74 +487,6 @@ fn feedback_from_concurrent_processes_loses_nothing() {
         }
     }
     assert_eq!(log.stats().unwrap().duplicates, 0);
-}
-
-/// A collection over the tiny vocabulary (each query: two words of its relevant document,
-/// graded 2, and a neighbour graded 1), indexed with a trainable tiny model. Returns the index,
-/// queries, train qrels, held-out qrels (the first 4 queries) and a training config.
-fn trainable_collection(root: &Path) -> [PathBuf; 5] {
-    use ltre_core::testing::TINY_WORDS;
-    let model = export_tiny_model(root, 11, true).unwrap();
-    let mut state = 9u64;
-    let mut next = |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % n
-    };
-    let docs: Vec<Vec<&str>> = (0..32)
-        .map(|_| (0..8).map(|_| TINY_WORDS[next(TINY_WORDS.len())]).collect())
-        .collect();
-    let corpus: String = docs
-        .iter()
-        .enumerate()
-        .map(|(d, w)| {
-            serde_json::json!({"_id": format!("d{d}"), "title": w[0], "text": w.join(" ")})
-                .to_string()
-                + "\n"
-        })
-        .collect();
-    let (mut queries, mut qrels, mut dev) = (String::new(), String::new(), String::new());
-    for q in 0..16 {
-        let d = (q * 5) % docs.len();
-        queries += &(serde_json::json!({"_id": format!("q{q}"), "text": format!("{}  {}", docs[d][1], docs[d][6])})
-            .to_string()
-            + "\n");
-        let lines = format!("q{q}\td{d}\t2\nq{q}\td{}\t1\n", (d + 1) % docs.len());
-        qrels += &lines;
-        if q < 4 {
-            dev += &lines;
-        }
-    }
-    let paths = [
-        root.join("index"),
-        root.join("queries.jsonl"),
-        root.join("qrels.tsv"),
-        root.join("dev.tsv"),
-        root.join("train.toml"),
-    ];
-    let corpus_path = root.join("corpus.jsonl");
-    std::fs::write(&corpus_path, corpus).unwrap();
-    std::fs::write(&paths[1], queries).unwrap();
-    std::fs::write(&paths[2], qrels).unwrap();
-    std::fs::write(&paths[3], dev).unwrap();
-    std::fs::write(
-        &paths[4],
-        "epochs = 2\nbatch_size = 4\ntop_n = 16\nrr_cut = 16\ncheckpoint_every = 1\n\n[optimizer]\nlr = 0.002\n",
-    )
-    .unwrap();
-    ok(&[
-        "index",
-        "--corpus",
-        corpus_path.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--index",
-        paths[0].to_str().unwrap(),
-        "--threads",
-        "1",
-    ]);
-    paths
 }
 
 /// `train --feedback` after `feedback import --queries --qrels` reports the same held-out and

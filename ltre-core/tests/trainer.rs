@@ -453,3 +453,72 @@ fn a_run_directory_of_another_configuration_is_refused() {
         .to_string();
     assert!(err.contains("another configuration"), "{err}");
 }
+
+/// The trust region (`anchor`) keeps the training queries' embeddings nearer the start
+/// encoder's than the same run without it, at a learning rate that moves them far.
+#[test]
+fn anchor_keeps_query_embeddings_near_the_start_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_tiny_model(dir.path(), 42, true).unwrap();
+    let drift = |anchor: f32, run: &str| -> f32 {
+        let tower = QueryTower::load(&model, options(3e-2)).unwrap();
+        let (ids, docs) = collection(tower.manifest().embedding_dim, 40);
+        let rows: std::collections::HashMap<String, usize> = ids
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, d)| (d, i))
+            .collect();
+        let queries: Vec<Query> = (0..12)
+            .map(|i| Query {
+                id: format!("q{i}"),
+                text: format!("{} {}", TEXTS[i % 4], ltre_core::testing::TINY_WORDS[i]),
+            })
+            .collect();
+        let mut qrels = ltre_core::data::Qrels::new();
+        for i in 0..12 {
+            qrels
+                .entry(format!("q{i}"))
+                .or_default()
+                .insert(format!("d{}", (i * 7) % 40), 1);
+        }
+        let train = join_queries(&queries, &qrels, &rows);
+        let texts: Vec<String> = train.iter().map(|q| q.text.clone()).collect();
+        let config = TrainConfig {
+            epochs: 4,
+            batch_size: 4,
+            top_n: 20,
+            rr_cut: 20,
+            anchor,
+            optimizer: options(3e-2).optimizer,
+            ..Default::default()
+        };
+        let mut trainer = Trainer::new(
+            config,
+            tower,
+            ids,
+            docs,
+            train,
+            vec![],
+            &dir.path().join(run),
+        )
+        .unwrap();
+        let start: Vec<Array1<f32>> = texts
+            .iter()
+            .map(|t| trainer_query(&mut trainer, t))
+            .collect();
+        trainer
+            .run(&AtomicBool::new(false), &mut |_, _, _, _| {})
+            .unwrap();
+        let cos: f32 = texts
+            .iter()
+            .zip(&start)
+            .map(|(t, s)| trainer_query(&mut trainer, t).dot(s))
+            .sum::<f32>()
+            / texts.len() as f32;
+        1.0 - cos
+    };
+    let (free, anchored) = (drift(0.0, "free"), drift(200.0, "anchored"));
+    assert!(free > 0.01, "the run should move the queries: drift {free}");
+    assert!(anchored < free * 0.5, "anchored drift {anchored} vs {free}");
+}

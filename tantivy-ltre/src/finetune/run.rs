@@ -214,7 +214,7 @@ pub(super) fn fine_tune(
                     dir,
                     trials,
                     index,
-                } => (config, dir, trials, index),
+                } => (*config, dir, trials, index),
                 Searched::Interrupted { step, dir } => {
                     return Ok(interrupted(Phase::Search, step, dir))
                 }

@@ -120,7 +120,7 @@ pub(super) struct Probe<'a> {
 /// The search's result: the configuration and run directory to continue, and the index back.
 pub(super) enum Searched {
     Chosen {
-        config: TrainConfig,
+        config: Box<TrainConfig>,
         dir: PathBuf,
         trials: Vec<Trial>,
         index: DocumentIndex,
@@ -201,7 +201,7 @@ pub(super) fn search(
     config.temperature = trials[best].temperature;
     Ok(Searched::Chosen {
         dir: trial_dir(probe.run_dir, config.optimizer.lr, config.temperature),
-        config,
+        config: Box::new(config),
         trials,
         index,
     })
