@@ -2,7 +2,7 @@
 # Scale benchmark (benches/scale): for each size, index writing through DenseIndexWriter,
 # merging, disk size, peak RSS, exact DenseQuery vs a plain read of the same bytes, BM25,
 # hybrid RRF, per-segment ANN (IVF-PQ, IVF-SQ8, HNSW) sweeps, and the LTRe training step
-# (5k Flat against each size's Flat and IVF-PQ). Each measurement is its own process.
+# (5k Flat against each size's Flat and IVF-PQ, also interleaved in one process). Each measurement is its own process.
 #
 #   bash scripts/bench_scale.sh                  # 100000 and 1000000 vectors
 #   bash scripts/bench_scale.sh 20000            # a quick look
@@ -44,15 +44,19 @@ for n in "${sizes[@]}"; do
 done
 if [[ "$skip" != *" train "* ]]; then
   run train 5000 Flat 1
+  compare=(5000:Flat:1)
   for n in "${sizes[@]}"; do
     run train "$n" Flat 1
     run train "$n" "$ivf" 32
+    compare+=("$n:Flat:1" "$n:$ivf:32")
   done
+  # The ratios: all configurations in one process, steps interleaved (same background load).
+  run train-compare 10 "${compare[@]}"
 fi
 
 {
   echo
-  echo "Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB;" \
+  echo "Machine: $(nproc --all) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB;" \
     "$(date -u +%Y-%m-%dT%H:%MZ); load at the end: $(cut -d' ' -f1-3 /proc/loadavg); OMP_NUM_THREADS=$OMP_NUM_THREADS"
 } > "$LTRE_SCALE_DIR/machine.txt"
 "$bin" report

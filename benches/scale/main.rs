@@ -6,6 +6,7 @@
 //! scale index N                    write, merge, disk, exact vs read bound, BM25, hybrid
 //! scale ann N FACTORY PARAM V,V..  the same index with a per-segment ANN; PARAM nprobe|ef
 //! scale train N SPEC NPROBE        full LTRe training steps over N document vectors
+//! scale train-compare R N:SPEC:NPROBE..  the same, configurations interleaved for R rounds
 //! scale report                     markdown table + report.json from the results
 //! ```
 //!
@@ -128,6 +129,26 @@ fn main() -> Result<(), BoxError> {
             value["kind"] = json!("train");
             value["load_avg_start"] = json!(load_start);
             save(&format!("train-{n}-{}", slug(&spec)), value)
+        }
+        "train-compare" => {
+            let rounds = num(1)? as usize;
+            let configs = args[2..]
+                .iter()
+                .map(|c| {
+                    let parts: Vec<&str> = c.splitn(3, ':').collect();
+                    match parts[..] {
+                        [n, spec, nprobe] => Ok((n.parse()?, spec.to_string(), nprobe.parse()?)),
+                        _ => Err(format!("`{c}`: expected DOCS:SPEC:NPROBE").into()),
+                    }
+                })
+                .collect::<Result<Vec<(usize, String, usize)>, BoxError>>()?;
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let model = train::model_dir(&root, &work)?;
+            let load_start = load();
+            let mut value = train::compare(&model, &work, &configs, rounds)?;
+            value["kind"] = json!("train-compare");
+            value["load_avg_start"] = json!(load_start);
+            save("train-compare", value)
         }
         "report" => report::write(&work),
         other => Err(format!("unknown command `{other}`: index | ann | train | report").into()),

@@ -76,7 +76,11 @@ pub fn write(work: &Path) -> Result<(), BoxError> {
         }
     }
     let of = |kind: &str| -> Vec<&Value> { results.iter().filter(|r| r["kind"] == kind).collect() };
-    let mut sizes: Vec<u64> = results.iter().filter_map(|r| r["docs"].as_u64()).collect();
+    let mut sizes: Vec<u64> = results
+        .iter()
+        .filter(|r| r["kind"] == "index" || r["kind"] == "ann")
+        .filter_map(|r| r["docs"].as_u64())
+        .collect();
     sizes.sort_unstable();
     sizes.dedup();
     let mut out = String::new();
@@ -139,8 +143,8 @@ pub fn write(work: &Path) -> Result<(), BoxError> {
             .collect();
         let _ = writeln!(
             out,
-            "| **{factory}** (per-segment ANN) | {}|   |",
-            "  |".repeat(sizes.len())
+            "| **{factory}** (per-segment ANN) |{}   |",
+            "   |".repeat(sizes.len())
         );
         let build: Vec<Option<f64>> = sizes
             .iter()
@@ -202,6 +206,33 @@ pub fn write(work: &Path) -> Result<(), BoxError> {
                 fmt(get(r, "rss_with_vectors_mib")),
                 fmt(get(r, "rss_after_index_build_mib")),
                 fmt(get(r, "peak_rss_mib")),
+            );
+        }
+    }
+    for compare in of("train-compare") {
+        let _ = writeln!(
+            train,
+            "\nInterleaved in one process ({} rounds, one step of each per round):\n",
+            compare["rounds"]
+        );
+        let _ = writeln!(
+            train,
+            "| docs | index | nprobe | step p50 (s) | vs first | forward | retrieval+loss | backward | AdamW |"
+        );
+        let _ = writeln!(train, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in compare["configs"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                train,
+                "| {} | {} | {} | {} | {}x | {} | {} | {} | {} |",
+                r["docs"],
+                r["index"].as_str().unwrap_or("-"),
+                r["nprobe"],
+                fmt(get(r, "step_p50_s")),
+                fmt(get(r, "vs_first")),
+                fmt(get(r, "forward_s")),
+                fmt(get(r, "retrieval_loss_s")),
+                fmt(get(r, "backward_s")),
+                fmt(get(r, "adamw_s")),
             );
         }
     }
