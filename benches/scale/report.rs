@@ -54,7 +54,7 @@ fn pick(points: &[Value]) -> Option<&Value> {
             points
                 .iter()
                 .filter(|p| s(p) >= SPEEDUP)
-                .max_by(|a, b| r(a).total_cmp(&r(b)))
+                .max_by(|a, b| r(a).total_cmp(&r(b)).then(lat(b).total_cmp(&lat(a))))
         })
         .or_else(|| points.iter().max_by(|a, b| r(a).total_cmp(&r(b))))
 }
