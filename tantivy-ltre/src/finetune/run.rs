@@ -247,23 +247,18 @@ pub(super) fn fine_tune(
     };
     let improved = best_step > 0;
     let final_params = trainer.tower().params().clone();
-    let doc_vectors = trainer.documents().vectors().to_owned();
-    drop(trainer);
+    // The one copy of the document vectors moves on from trainer to trainer.
+    let mut documents = trainer.into_documents();
 
     let mut tower = load_start()?;
-    let evaluate = |tower: &mut QueryTower| -> Result<Option<f64>> {
+    let hybrid = config.hybrid.map(|h| (h, &lexical));
+    let evaluate = |tower: &mut QueryTower, docs: ArrayView2<f32>| -> Result<Option<f64>> {
         match &eval {
-            Some(set) => Ok(Some(evaluate_on(
-                tower,
-                doc_vectors.view(),
-                &doc_ids,
-                set,
-                config.hybrid.map(|h| (h, &lexical)),
-            )?)),
+            Some(set) => Ok(Some(evaluate_on(tower, docs, &doc_ids, set, hybrid)?)),
             None => Ok(None),
         }
     };
-    let eval_before = evaluate(&mut tower)?;
+    let eval_before = evaluate(&mut tower, documents.vectors())?;
     let mut refit = None;
     let chosen = if improved && options.refit {
         // The stopping point was chosen on the held-out queries; now train on all the training
@@ -279,11 +274,11 @@ pub(super) fn fine_tune(
         refit_config.optimizer.total_steps = all_steps_per_epoch * config.epochs as u64;
         let refit_dir = run_dir.join("refit");
         let bm25 = bm25_candidates(target, &searcher, config.objective, &all, &doc_rows)?;
-        let mut trainer = Trainer::new(
+        let mut trainer = Trainer::with_index(
             refit_config,
             load_start()?,
             doc_ids.clone(),
-            doc_vectors.clone(),
+            documents,
             all.clone(),
             vec![],
             &refit_dir,
@@ -298,21 +293,23 @@ pub(super) fn fine_tune(
             steps,
             queries: all.len(),
         });
-        trainer.tower().params().clone()
+        let params = trainer.tower().params().clone();
+        documents = trainer.into_documents();
+        params
     } else if improved {
         ParamStore::load(&best_dir.join("params.safetensors"))?
     } else {
         final_params
     };
     tower.set_params(chosen)?;
-    let eval_after = evaluate(&mut tower)?;
+    let eval_after = evaluate(&mut tower, documents.vectors())?;
     // The fusion weight to serve with this encoder, chosen on the held-out queries.
     let fusion_alpha = if lexical.is_empty() || dev.is_empty() {
         None
     } else {
         let (alpha, table) = choose_alpha(
             &mut tower,
-            doc_vectors.view(),
+            documents.vectors(),
             &doc_ids,
             &dev,
             &lexical,
