@@ -205,7 +205,7 @@ pub fn index_corpus(
             let vectors = VectorSet::load(dir)?;
             let join = join_corpus(corpus, &vectors, model, options.skip_missing_vectors)?;
             extra = (join.extra, join.extra_examples);
-            Some(Source::Vectors(vectors))
+            Some(Source::Vectors(Box::new(vectors)))
         }
         (Some(model), None) => Some(Source::Embed(load_embedder(
             model,
@@ -382,7 +382,7 @@ enum Writer {
 /// Where the document vectors come from.
 enum Source {
     Embed(Box<dyn TextEmbedder>),
-    Vectors(VectorSet),
+    Vectors(Box<VectorSet>),
 }
 
 impl Source {

@@ -337,7 +337,6 @@ fn write_shard(
         }
     }
     flush(&mut pending, &mut writer)?;
-    drop(flush);
     let file = writer.into_inner().map_err(parquet)?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     Ok((written, duplicates, refused))
