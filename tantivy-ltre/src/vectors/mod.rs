@@ -34,7 +34,7 @@
 //! use tantivy_ltre::vectors::{embed_corpus, EmbedOptions, Shard};
 //! for i in 0..2 {
 //!     let options = EmbedOptions { shard: Shard::new(i, 2)?, ..EmbedOptions::new("models/minilm") };
-//!     let report = embed_corpus("scifact/corpus.jsonl".as_ref(), "vectors".as_ref(), &options)?;
+//!     let report = embed_corpus("scifact/corpus.jsonl".as_ref(), "vectors".as_ref(), &options, |_| {})?;
 //!     println!("{report}");
 //! }
 //! let options = CorpusOptions {
