@@ -15,6 +15,8 @@ What is computed matches ltre_core::Encoder::encode_documents:
   (mask 0, type 0); texts sorted by length inside a batch (dynamic padding);
 - output: model.onnx's `embedding` (already pooled and, when manifest.normalize, L2-normalised
   inside the graph).
+Ids must be unique: unlike `ltre-cli embed`, a repeated `_id` is not dropped here, and
+`ltre-cli index --vectors` refuses the output naming both files.
 Floating-point sums may differ from the Rust run in the last bits (other batches, other
 threads): cosine >= 0.9999, not bit-identical.
 
@@ -100,7 +102,10 @@ class Embedder:
 
         ids, texts = [], []
         for line in batch["text"]:
-            doc_id, text = parse_line(str(line))
+            try:
+                doc_id, text = parse_line(str(line))
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                raise ValueError(f"corpus line {str(line)[:80]!r}...: {e}; fix the line and rerun") from None
             ids.append(doc_id)
             texts.append(text)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
