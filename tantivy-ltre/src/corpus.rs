@@ -60,7 +60,7 @@ use crate::layout::{
     Bm25Config, IndexConfig, ACTIVE_FILE, BASE_ENCODER, CONFIG_FILE, ENCODERS_DIR, FORMAT_VERSION,
 };
 use crate::registry::EncoderStore;
-use crate::vectors::{join_corpus, VectorSet};
+use crate::vectors::{add_precomputed, join_corpus, VectorSet};
 use crate::writer::{DenseIndexWriter, EmbeddingWriter, TextEmbedder};
 
 /// The id field of a corpus index.
@@ -318,7 +318,7 @@ pub fn index_corpus(
                         writer,
                         vectors,
                         &chunk,
-                        &fields,
+                        |doc| document(&fields, doc),
                         tally,
                         &mut report,
                         &mut progress,
@@ -392,48 +392,6 @@ impl Source {
             Source::Vectors(v) => v.dim(),
         }
     }
-}
-
-/// Adds `chunk` with the vectors of `vectors`, adding every added document to `tally`; a
-/// document without a vector is left out and counted in `report` (the join before the run
-/// refused it unless that was asked for). Returns (added, refused).
-fn add_precomputed(
-    writer: &DenseIndexWriter,
-    vectors: &VectorSet,
-    chunk: &[Doc],
-    fields: &Fields,
-    tally: &mut VectorTally,
-    report: &mut CorpusReport,
-    progress: &mut impl FnMut(usize),
-) -> Result<(usize, usize)> {
-    let mut kept: Vec<(&Doc, &[f32])> = Vec::with_capacity(chunk.len());
-    for doc in chunk {
-        match vectors.get(&doc.id) {
-            Some(vector) => kept.push((doc, vector)),
-            None => {
-                report.missing_vectors += 1;
-                if report.missing_vector_examples.len() < DUPLICATE_EXAMPLES {
-                    report.missing_vector_examples.push(doc.id.clone());
-                }
-            }
-        }
-    }
-    let batch = kept
-        .iter()
-        .map(|(doc, vector)| (document(fields, doc), Some(vector.to_vec())));
-    let added = writer.add_documents(batch)?;
-    let rejected: HashSet<usize> = added.rejected.iter().map(|(p, _)| *p).collect();
-    for (position, (doc, vector)) in kept.iter().enumerate() {
-        if !rejected.contains(&position) {
-            tally.add(&doc.id, Some(vector));
-        }
-    }
-    for (position, error) in &added.rejected {
-        let id = kept.get(*position).map_or("?", |(d, _)| d.id.as_str());
-        tracing::warn!("document `{id}` refused: {error}");
-    }
-    progress(chunk.len());
-    Ok((added.added, added.rejected.len()))
 }
 
 /// Embeds and adds `chunk`, adding every added document to `tally`; returns (added, refused).

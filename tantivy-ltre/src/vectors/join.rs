@@ -1,13 +1,18 @@
-//! Joining a [`VectorSet`] to a corpus before `index_corpus` writes anything: the model's
-//! fingerprint, and the ids on either side without a partner.
+//! Joining a [`VectorSet`] to a corpus: before `index_corpus` writes anything, the model's
+//! fingerprint and the ids on either side without a partner; then each commit's documents with
+//! their vectors.
 use std::collections::HashSet;
 use std::path::Path;
 
-use ltre_core::data::CorpusReader;
+use ltre_core::data::{CorpusReader, Doc};
 use ltre_core::manifest::Manifest;
+use tantivy::TantivyDocument;
 
 use super::{short, VectorSet};
+use crate::corpus::CorpusReport;
+use crate::corpus_resume::VectorTally;
 use crate::error::{Error, Result};
+use crate::writer::DenseIndexWriter;
 
 /// How many example ids a join keeps.
 const EXAMPLES: usize = 10;
@@ -90,4 +95,46 @@ pub(crate) fn join_corpus(
         )));
     }
     Ok(join)
+}
+
+/// Adds `chunk` with the vectors of `vectors`, adding every added document to `tally`; a
+/// document without a vector is left out and counted in `report` (the join before the run
+/// refused it unless that was asked for). Returns (added, refused).
+pub(crate) fn add_precomputed(
+    writer: &DenseIndexWriter,
+    vectors: &VectorSet,
+    chunk: &[Doc],
+    document: impl Fn(&Doc) -> TantivyDocument,
+    tally: &mut VectorTally,
+    report: &mut CorpusReport,
+    progress: &mut impl FnMut(usize),
+) -> Result<(usize, usize)> {
+    let mut kept: Vec<(&Doc, &[f32])> = Vec::with_capacity(chunk.len());
+    for doc in chunk {
+        match vectors.get(&doc.id) {
+            Some(vector) => kept.push((doc, vector)),
+            None => {
+                report.missing_vectors += 1;
+                if report.missing_vector_examples.len() < EXAMPLES {
+                    report.missing_vector_examples.push(doc.id.clone());
+                }
+            }
+        }
+    }
+    let batch = kept
+        .iter()
+        .map(|(doc, vector)| (document(doc), Some(vector.to_vec())));
+    let added = writer.add_documents(batch)?;
+    let rejected: HashSet<usize> = added.rejected.iter().map(|(p, _)| *p).collect();
+    for (position, (doc, vector)) in kept.iter().enumerate() {
+        if !rejected.contains(&position) {
+            tally.add(&doc.id, Some(vector));
+        }
+    }
+    for (position, error) in &added.rejected {
+        let id = kept.get(*position).map_or("?", |(d, _)| d.id.as_str());
+        tracing::warn!("document `{id}` refused: {error}");
+    }
+    progress(chunk.len());
+    Ok((added.added, added.rejected.len()))
 }

@@ -56,7 +56,7 @@ mod join;
 mod read;
 mod write;
 
-pub(crate) use join::join_corpus;
+pub(crate) use join::{add_precomputed, join_corpus};
 pub use read::VectorSet;
 pub use write::{embed_corpus, EmbedOptions, EmbedReport};
 
