@@ -165,6 +165,11 @@ fn shards_indexed_equal_a_direct_index() {
 fn three_shards_partition_the_corpus_and_reruns_skip_written_shards() {
     let s = setup(25);
     let out = s.root.join("vectors");
+    // What a writer killed mid-shard leaves (pid 0 never runs): a hidden temporary sibling, which
+    // neither counts as the shard nor survives the rerun.
+    std::fs::create_dir_all(&out).unwrap();
+    let stale = out.join(".part-00000-of-00003.parquet.tmp-0-1-0");
+    std::fs::write(&stale, b"PAR1 half a file").unwrap();
     let mut total = 0;
     for i in 0..3 {
         let report = embed_corpus(&s.corpus, &out, &embed_options(&s.model, i, 3), |_| {}).unwrap();
@@ -173,6 +178,10 @@ fn three_shards_partition_the_corpus_and_reruns_skip_written_shards() {
         total += report.documents;
     }
     assert_eq!(total, 25);
+    // Leftovers of dead processes are found through /proc.
+    if Path::new("/proc/self").exists() {
+        assert!(!stale.exists());
+    }
     let again = embed_corpus(&s.corpus, &out, &embed_options(&s.model, 1, 3), |_| {}).unwrap();
     assert!(again.already_done, "{again}");
     // A leftover temporary file of a killed writer is not read.
