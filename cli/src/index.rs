@@ -35,6 +35,15 @@ pub struct Args {
     /// the index is lexical only.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Index the document vectors of this directory of Parquet shards (`ltre-cli embed
+    /// --corpus`, distributed/embed_ray.py) instead of embedding the documents; --model must be
+    /// the model that wrote them.
+    #[arg(long, value_name = "DIR", requires_all = ["corpus", "model"], conflicts_with = "from_index")]
+    vectors: Option<PathBuf>,
+    /// With --vectors: index only the documents that have a vector (the others are reported)
+    /// instead of refusing the run.
+    #[arg(long, requires = "vectors")]
+    skip_missing_vectors: bool,
     /// Index directory (created if missing; an existing ltre index is resumed).
     #[arg(long)]
     index: PathBuf,
@@ -102,12 +111,17 @@ pub fn run(args: Args) -> Result<()> {
         bm25_fields: args.bm25_fields.clone(),
         commit_every: args.commit_every,
         ann,
+        vectors: args.vectors.clone(),
+        skip_missing_vectors: args.skip_missing_vectors,
     };
     let total = ltre_core::data::count_documents(corpus)?;
     let progress = crate::progress(Some(total as u64), "docs");
     let report = index_corpus(&args.index, corpus, &options, |n| progress.inc(n as u64))?;
     progress.finish_and_clear();
     if let Some(warning) = report.duplicate_warning() {
+        eprintln!("warning: {warning}");
+    }
+    for warning in report.vector_warnings() {
         eprintln!("warning: {warning}");
     }
     eprintln!("{report} into {}", args.index.display());

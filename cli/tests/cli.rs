@@ -5,42 +5,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{cli, ok, trainable_collection};
+use common::{cli, export_tiny, ok, search, trainable_collection, write_corpus};
 
-use ltre_core::testing::export_tiny_model;
 use tantivy_ltre::encoders::{EncoderRecord, EncoderStore};
 
 const CORPUS: &[(&str, &str, &str)] = ltre_core::testing::TINY_CORPUS;
-
-fn export_tiny(root: &Path, seed: u64) -> PathBuf {
-    export_tiny_model(root, seed, false).unwrap()
-}
-
-fn write_corpus(path: &Path) {
-    ltre_core::testing::write_tiny_corpus(path).unwrap();
-}
-
-/// `(id, score)` of a `search --json` output.
-fn hits(json: &str) -> Vec<(String, f64)> {
-    let rows: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
-    rows.iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_string(),
-                r["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn search(index: &str, mode: &str, extra: &[&str]) -> Vec<(String, f64)> {
-    let mut args = vec![
-        "search", "--index", index, "--mode", mode, "--json", "-k", "3",
-    ];
-    args.extend_from_slice(extra);
-    args.push("fox");
-    hits(&ok(&args))
-}
 
 /// The `list` row of the active encoder.
 fn active_row(index: &str) -> String {

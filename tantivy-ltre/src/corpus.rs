@@ -15,6 +15,16 @@
 //! installed as the base encoder (`encoders/base`, active) and its record gets the checksum of
 //! the document vectors.
 //!
+//! With [`CorpusOptions::vectors`], the document vectors come from a directory of Parquet shards
+//! (see [`crate::vectors`]: `ltre-cli embed --corpus`, or a Ray/Spark job) instead of the
+//! encoder; `model` must be the model that wrote them (checked by its weights' sha256), and is
+//! still installed as the base encoder (it embeds the queries). Every corpus document must have
+//! a vector: otherwise the run is refused before anything is written, naming examples, unless
+//! [`CorpusOptions::skip_missing_vectors`] asks to leave those documents out (counted in
+//! [`CorpusReport::missing_vectors`]; a rerun with their vectors adds them). Vectors of ids not
+//! in the corpus are ignored and counted ([`CorpusReport::extra_vectors`]). The index, its
+//! commit tallies and its recorded checksum are the same as a direct run's with the same vectors.
+//!
 //! ```no_run
 //! # fn main() -> tantivy_ltre::Result<()> {
 //! use tantivy_ltre::corpus::{index_corpus, CorpusOptions};
@@ -50,6 +60,7 @@ use crate::layout::{
     Bm25Config, IndexConfig, ACTIVE_FILE, BASE_ENCODER, CONFIG_FILE, ENCODERS_DIR, FORMAT_VERSION,
 };
 use crate::registry::EncoderStore;
+use crate::vectors::{add_precomputed, join_corpus, VectorSet};
 use crate::writer::{DenseIndexWriter, EmbeddingWriter, TextEmbedder};
 
 /// The id field of a corpus index.
@@ -80,6 +91,12 @@ pub struct CorpusOptions {
     pub commit_every: usize,
     /// A Faiss index per large segment.
     pub ann: Option<AnnOptions>,
+    /// A directory of Parquet vector shards ([`crate::vectors`]) to index instead of embedding
+    /// the documents with `model` (which must be the model that wrote them).
+    pub vectors: Option<PathBuf>,
+    /// With `vectors`: leave out the corpus documents that have no vector (reported) instead of
+    /// refusing the run.
+    pub skip_missing_vectors: bool,
 }
 
 impl Default for CorpusOptions {
@@ -92,6 +109,8 @@ impl Default for CorpusOptions {
             bm25_fields: vec![CONTENTS_FIELD.into()],
             commit_every: 2000,
             ann: None,
+            vectors: None,
+            skip_missing_vectors: false,
         }
     }
 }
@@ -112,6 +131,15 @@ pub struct CorpusReport {
     pub duplicate_examples: Vec<DuplicateId>,
     /// The BM25 analyzer of the index.
     pub analyzer: String,
+    /// With [`CorpusOptions::vectors`]: documents left out for want of a vector (only with
+    /// [`CorpusOptions::skip_missing_vectors`]; otherwise such a run is refused).
+    pub missing_vectors: usize,
+    /// The first few of them.
+    pub missing_vector_examples: Vec<String>,
+    /// With [`CorpusOptions::vectors`]: vectors whose id is not in the corpus (ignored).
+    pub extra_vectors: usize,
+    /// The first few of them.
+    pub extra_vector_examples: Vec<String>,
 }
 
 /// A corpus line whose `_id` was already used by an earlier line.
@@ -165,17 +193,30 @@ pub fn index_corpus(
             check_same_model(index_dir, model)?;
         }
     }
-    let mut embedder = match &options.model {
-        Some(model) => Some(load_embedder(
+    let mut extra = (0, Vec::new());
+    let mut source = match (&options.model, &options.vectors) {
+        (None, Some(dir)) => {
+            return Err(Error::Invalid(format!(
+                "{}: indexing precomputed vectors needs --model, the model that embedded them (installed as the base encoder; it embeds the queries)",
+                dir.display()
+            )))
+        }
+        (Some(model), Some(dir)) => {
+            let vectors = VectorSet::load(dir)?;
+            let join = join_corpus(corpus, &vectors, model, options.skip_missing_vectors)?;
+            extra = (join.extra, join.extra_examples);
+            Some(Source::Vectors(Box::new(vectors)))
+        }
+        (Some(model), None) => Some(Source::Embed(load_embedder(
             model,
             EmbedderOptions {
                 threads,
                 batch_size: options.batch_size,
             },
-        )?),
-        None => None,
+        )?)),
+        (None, None) => None,
     };
-    let dim = embedder.as_ref().map(|e| e.dim());
+    let dim = source.as_ref().map(Source::dim);
     let (index, dense, config) = open_or_create(index_dir, options, dim)?;
     let fields = Fields::of(&index.schema())?;
     // Before anything is written: the committed documents must be the ones committed.
@@ -200,10 +241,12 @@ pub fn index_corpus(
     let writer: IndexWriter = index.writer_with_num_threads(workers, 100_000_000 * workers)?;
     let mut report = CorpusReport {
         analyzer: config.bm25.analyzer.clone(),
+        extra_vectors: extra.0,
+        extra_vector_examples: extra.1,
         ..CorpusReport::default()
     };
     let mut failure = None;
-    let mut writer = match (dense.clone(), embedder.as_mut()) {
+    let mut writer = match (dense.clone(), source.as_ref()) {
         (Some(dense), Some(_)) => Writer::Dense(DenseIndexWriter::new(writer, dense)),
         (None, None) => Writer::Lexical(writer),
         (Some(_), None) => {
@@ -260,19 +303,32 @@ pub fn index_corpus(
         let full = chunk.len() == commit_every;
         match &mut writer {
             Writer::Dense(writer) => {
-                let embedder = embedder.as_mut().ok_or_else(|| {
-                    Error::Invalid("a dense index needs a model to embed the documents".into())
-                })?;
                 let tally = tally.get_or_insert_with(VectorTally::default);
-                let (added, refused) = add_embedded(
-                    writer,
-                    &mut **embedder,
-                    &chunk,
-                    &fields,
-                    options,
-                    tally,
-                    &mut progress,
-                )?;
+                let (added, refused) = match source.as_mut() {
+                    Some(Source::Embed(embedder)) => add_embedded(
+                        writer,
+                        &mut **embedder,
+                        &chunk,
+                        &fields,
+                        options,
+                        tally,
+                        &mut progress,
+                    )?,
+                    Some(Source::Vectors(vectors)) => add_precomputed(
+                        writer,
+                        vectors,
+                        &chunk,
+                        |doc| document(&fields, doc),
+                        tally,
+                        &mut report,
+                        &mut progress,
+                    )?,
+                    None => {
+                        return Err(Error::Invalid(
+                            "a dense index needs a model to embed the documents".into(),
+                        ))
+                    }
+                };
                 report.added += added;
                 report.refused += refused;
                 // The tally travels in the commit itself: whatever survives a kill is
@@ -321,6 +377,21 @@ pub fn index_corpus(
 enum Writer {
     Dense(DenseIndexWriter),
     Lexical(IndexWriter),
+}
+
+/// Where the document vectors come from.
+enum Source {
+    Embed(Box<dyn TextEmbedder>),
+    Vectors(Box<VectorSet>),
+}
+
+impl Source {
+    fn dim(&self) -> usize {
+        match self {
+            Source::Embed(e) => e.dim(),
+            Source::Vectors(v) => v.dim(),
+        }
+    }
 }
 
 /// Embeds and adds `chunk`, adding every added document to `tally`; returns (added, refused).

@@ -37,6 +37,8 @@
 //!   BM25, dense or hybrid retrieval from [`SearchOptions`].
 //! - [`eval`]: judged queries through an [`LtreIndex`], scored (nDCG@10, MRR@10, Recall@100).
 //! - [`corpus`]: indexes a BEIR corpus (resumable), installing the base encoder.
+//! - [`vectors`]: document vectors as Parquet shards (embed a corpus shard, read and check a
+//!   directory of shards), which [`corpus`] can index instead of running the encoder.
 //! - [`migrate`]: an existing Tantivy index gains the dense field (a new, verified copy).
 //! - [`report`]: the reports of these workflows as the lines a front end prints.
 //! - [`verify`]: the full integrity check of an index's segment files ([`verify::verify_index`]):
@@ -137,6 +139,7 @@ pub mod registry_log;
 pub mod report;
 pub mod scan;
 pub mod search;
+pub mod vectors;
 pub mod verify;
 pub mod writer;
 

@@ -54,6 +54,36 @@ impl CorpusReport {
     }
 }
 
+impl CorpusReport {
+    /// Warnings of a run from precomputed vectors: corpus documents left out for want of a
+    /// vector, vectors of ids not in the corpus (each naming a few ids).
+    pub fn vector_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.missing_vectors > 0 {
+            out.push(format!(
+                "{} corpus documents have no vector and were not indexed (rerun with their vectors to add them): {}",
+                self.missing_vectors,
+                examples_of(&self.missing_vector_examples, self.missing_vectors)
+            ));
+        }
+        if self.extra_vectors > 0 {
+            out.push(format!(
+                "{} vectors have an id that is not in the corpus and were ignored: {}",
+                self.extra_vectors,
+                examples_of(&self.extra_vector_examples, self.extra_vectors)
+            ));
+        }
+        out
+    }
+}
+
+/// `a, b, c, ...` of the first [`EXAMPLES`] of `kept`, out of `total`.
+fn examples_of(kept: &[String], total: usize) -> String {
+    let shown: Vec<&str> = kept.iter().take(EXAMPLES).map(String::as_str).collect();
+    let more = if total > shown.len() { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
+}
+
 /// `copied N documents with a D-d dense field (id field `I`[, dropped a, b])`.
 impl fmt::Display for MigrateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

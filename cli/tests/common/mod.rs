@@ -92,3 +92,33 @@ pub fn trainable_collection(root: &Path) -> [PathBuf; 5] {
     ]);
     paths
 }
+
+pub fn export_tiny(root: &Path, seed: u64) -> PathBuf {
+    export_tiny_model(root, seed, false).unwrap()
+}
+
+pub fn write_corpus(path: &Path) {
+    ltre_core::testing::write_tiny_corpus(path).unwrap();
+}
+
+/// `(id, score)` of a `search --json` output.
+pub fn hits(json: &str) -> Vec<(String, f64)> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub fn search(index: &str, mode: &str, extra: &[&str]) -> Vec<(String, f64)> {
+    let mut args = vec![
+        "search", "--index", index, "--mode", mode, "--json", "-k", "3",
+    ];
+    args.extend_from_slice(extra);
+    args.push("fox");
+    hits(&ok(&args))
+}
