@@ -2,6 +2,8 @@
 //! structure to exploit and recall is neither trivial nor hopeless) and short random texts.
 //! Every row is a pure function of (seed, row), so a size can be streamed, not held.
 
+use ltre_core::testing::SplitMix64;
+
 pub const DIM: usize = 384;
 /// Mixture components.
 pub const CLUSTERS: usize = 1000;
@@ -11,19 +13,15 @@ pub const SIGMA: f32 = 0.05;
 /// Distinct words of the text field (log-uniform, so a few are common and most are rare).
 pub const VOCAB: f64 = 20_000.0;
 
-/// SplitMix64: small, seedable, good enough for synthetic data.
-pub struct Rng(u64);
+/// The tests' SplitMix64 (small, seedable), with the draws the generator needs.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {

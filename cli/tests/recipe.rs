@@ -60,6 +60,8 @@ fn train_without_config_searches_reports_its_trials_and_gates() {
     assert_eq!(report["search"].as_array().unwrap().len(), 5);
     assert_eq!(report["config"]["optimizer"]["lr"], chosen[0]["lr"]);
     assert_eq!(report["config"]["anchor"], 10.0);
+    // 13 training queries in batches of 32, 5 epochs: the trust region fades over 40% of 5 steps.
+    assert_eq!(report["config"]["anchor_steps"], 2);
     // The gate: deployed exactly when the held-out metric improved.
     let improved = report["best_dev_ndcg10"].as_f64() > report["baseline_dev_ndcg10"].as_f64();
     assert_eq!(

@@ -166,6 +166,20 @@ pub fn served_ranking(
     )
 }
 
+/// The served ranking's top 100 as a run entry: `(document id, fused score)`, best first.
+pub fn served_run(
+    scores: ndarray::ArrayView1<f32>,
+    lexical: &[(usize, f32)],
+    config: &HybridConfig,
+    doc_ids: &[String],
+) -> Vec<(String, f64)> {
+    served_ranking(scores, lexical, config)
+        .iter()
+        .take(100)
+        .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
+        .collect()
+}
+
 /// The dense scores of `q` against every row of `docs`, for [`served_ranking`].
 pub fn dense_scores(q: ndarray::ArrayView1<f32>, docs: ArrayView2<f32>) -> ndarray::Array1<f32> {
     docs.dot(&q)
@@ -186,7 +200,6 @@ pub fn choose_alpha(
     depth: usize,
 ) -> Result<(f32, Vec<(f32, f64)>)> {
     use crate::metrics::{evaluate, Metric, Run};
-    use std::collections::BTreeMap;
     if queries.is_empty() {
         return Err(Error::Invalid(
             "choosing the fusion weight needs held-out queries".into(),
@@ -200,11 +213,7 @@ pub fn choose_alpha(
     }
     let qrels: crate::data::Qrels = queries
         .iter()
-        .map(|tq| {
-            let judged: BTreeMap<String, i32> =
-                tq.judged().map(|(d, g)| (doc_ids[d].clone(), g)).collect();
-            (tq.id.clone(), judged)
-        })
+        .map(|tq| (tq.id.clone(), tq.judged_ids(doc_ids)))
         .collect();
     let mut table = Vec::new();
     for alpha in ALPHA_GRID {
@@ -212,14 +221,9 @@ pub fn choose_alpha(
         let mut run = Run::new();
         for (tq, row) in queries.iter().zip(&scores) {
             let list = lexical.get(&tq.id).map_or(&[][..], Vec::as_slice);
-            let fused = served_ranking(row.view(), list, &config);
             run.insert(
                 tq.id.clone(),
-                fused
-                    .iter()
-                    .take(100)
-                    .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
-                    .collect(),
+                served_run(row.view(), list, &config, doc_ids),
             );
         }
         table.push((alpha, evaluate(&run, &qrels, &[Metric::Ndcg(10)]).mean[0]));

@@ -406,6 +406,7 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
         probe_epochs: 1.0,
         max_drop: 1.0,
         anchor: 1.0,
+        anchor_fraction: 0.5,
     };
     let options = |run: &str| {
         FineTuneOptions::new(config(1.0))
@@ -431,6 +432,8 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
     assert_eq!(straight.config.optimizer.lr, chosen[0].lr);
     assert_eq!(straight.config.temperature, chosen[0].temperature);
     assert_eq!(straight.config.anchor, 1.0);
+    // 2 epochs of 3 steps: the trust region fades over half of them.
+    assert_eq!(straight.config.anchor_steps, 3);
     for t in &straight.search {
         assert_eq!(t.steps, 3);
         assert!(

@@ -62,6 +62,10 @@ pub struct TrainConfig {
     /// stored config when 0.
     #[serde(skip_serializing_if = "is_zero_f32")]
     pub anchor: f32,
+    /// With `anchor`: its weight decays linearly to 0 over this many steps (a trust region for
+    /// the start only); 0 keeps it constant. Left out of the stored config when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub anchor_steps: u64,
     /// Scores are `temperature * <q, d>` (about 20 for L2-normalised encoders).
     pub temperature: f32,
     /// Sampled-negative objectives: negatives per query.
@@ -98,6 +102,7 @@ impl Default for TrainConfig {
             pair_weight: PairWeight::ReciprocalRank,
             hybrid: None,
             anchor: 0.0,
+            anchor_steps: 0,
             temperature: 20.0,
             negatives: 7,
             index: "Flat".into(),

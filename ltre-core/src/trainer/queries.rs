@@ -42,6 +42,13 @@ impl TrainQuery {
             .enumerate()
             .map(|(k, &d)| (d, self.grade(k)))
     }
+
+    /// [`TrainQuery::judged`] by document id (row `i` is `doc_ids[i]`), as qrels hold them.
+    pub fn judged_ids(&self, doc_ids: &[String]) -> std::collections::BTreeMap<String, i32> {
+        self.judged()
+            .map(|(d, grade)| (doc_ids[d].clone(), grade))
+            .collect()
+    }
 }
 
 /// Queries joined with qrels and the document id -> row map. Queries without a relevant

@@ -1,7 +1,7 @@
 //! The training loop: [`Trainer`] encodes a batch, retrieves, computes the objective's loss
 //! and its gradient, runs it back through the query tower and steps AdamW; it evaluates on
 //! held-out queries after each epoch and checkpoints through the run directory.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,7 +15,7 @@ use super::{
     DevPoint, EpochRecord, Objective, RunOutcome, StepPhases, TrainConfig, TrainQuery, TrainState,
 };
 use crate::data::Qrels;
-use crate::hybrid::{hybrid_candidates, served_ranking, HybridConfig, LexicalList};
+use crate::hybrid::{hybrid_candidates, served_run, HybridConfig, LexicalList};
 use crate::loss::{self, Candidate, QueryLoss};
 use crate::metrics::{evaluate, Metric, Run};
 use crate::retrieval::DocumentIndex;
@@ -386,7 +386,11 @@ impl Trainer {
         let (mut loss, mut upstream) = loss::batch_gradient(&per_query, q.ncols());
         if self.config.anchor > 0.0 {
             // d/dq of mu * (1 - <q, q_start>), averaged over the batch.
-            let mu = self.config.anchor / batch.len() as f32;
+            let decay = match self.config.anchor_steps {
+                0 => 1.0,
+                n => (1.0 - self.state.global_step as f32 / n as f32).max(0.0),
+            };
+            let mu = self.config.anchor * decay / batch.len() as f32;
             for (b, &qi) in batch.iter().enumerate() {
                 let start = self.anchors.row(qi);
                 loss += mu * (1.0 - q.row(b).dot(&start));
@@ -588,22 +592,11 @@ pub fn evaluate_ranking(
         let q = tower.embed(&texts)?;
         let scores = q.dot(&docs.t());
         for (tq, row) in chunk.iter().zip(scores.rows()) {
+            // Graded gains, as `eval` scores the test queries.
+            qrels.insert(tq.id.clone(), tq.judged_ids(doc_ids));
             if let Some((config, lexical)) = &hybrid {
                 let list = lexical.get(&tq.id).map_or(&[][..], Vec::as_slice);
-                let fused = served_ranking(row, list, config);
-                run.insert(
-                    tq.id.clone(),
-                    fused
-                        .iter()
-                        .take(100)
-                        .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
-                        .collect(),
-                );
-                let judged: BTreeMap<String, i32> = tq
-                    .judged()
-                    .map(|(d, grade)| (doc_ids[d].clone(), grade))
-                    .collect();
-                qrels.insert(tq.id.clone(), judged);
+                run.insert(tq.id.clone(), served_run(row, list, config, doc_ids));
                 continue;
             }
             let mut idx: Vec<usize> = (0..row.len()).collect();
@@ -616,12 +609,6 @@ pub fn evaluate_ranking(
                     .map(|&d| (doc_ids[d].clone(), row[d] as f64))
                     .collect(),
             );
-            // Graded gains, as `eval` scores the test queries.
-            let judged: BTreeMap<String, i32> = tq
-                .judged()
-                .map(|(d, grade)| (doc_ids[d].clone(), grade))
-                .collect();
-            qrels.insert(tq.id.clone(), judged);
         }
     }
     Ok(evaluate(&run, &qrels, &[Metric::Ndcg(10)]).mean[0])
