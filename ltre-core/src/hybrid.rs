@@ -185,6 +185,18 @@ pub fn dense_scores(q: ndarray::ArrayView1<f32>, docs: ArrayView2<f32>) -> ndarr
     docs.dot(&q)
 }
 
+/// Checks that every BM25 list names rows of a matrix of `rows` documents.
+pub fn check_lexical(lexical: &HashMap<String, LexicalList>, rows: usize) -> Result<()> {
+    for (query, list) in lexical {
+        if let Some(&(row, _)) = list.iter().find(|(row, _)| *row >= rows) {
+            return Err(Error::Invalid(format!(
+                "the BM25 list of query `{query}` names document row {row}, but there are {rows} documents"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The fusion weights [`choose_alpha`] tries.
 pub const ALPHA_GRID: [f32; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
@@ -203,6 +215,12 @@ pub fn choose_alpha(
     if queries.is_empty() {
         return Err(Error::Invalid(
             "choosing the fusion weight needs held-out queries".into(),
+        ));
+    }
+    check_lexical(lexical, docs.nrows())?;
+    if doc_ids.len() != docs.nrows() {
+        return Err(Error::Invalid(
+            "document ids and vectors differ in number".into(),
         ));
     }
     let mut scores = Vec::with_capacity(queries.len());
@@ -325,5 +343,13 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn bm25_rows_outside_the_documents_are_an_error_not_a_panic() {
+        let ok: HashMap<String, LexicalList> = [("q".to_string(), vec![(3, 1.0)])].into();
+        assert!(check_lexical(&ok, 4).is_ok());
+        let err = check_lexical(&ok, 3).unwrap_err().to_string();
+        assert!(err.contains("`q`") && err.contains("row 3"), "{err}");
     }
 }

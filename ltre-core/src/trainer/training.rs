@@ -197,6 +197,7 @@ impl Trainer {
     /// Trains until all epochs are done, `max_steps` is reached, or `stop` is set (then a
     /// checkpoint is written and [`RunOutcome::Interrupted`] returned).
     pub fn run(&mut self, stop: &AtomicBool, progress: &mut ProgressFn<'_>) -> Result<RunOutcome> {
+        crate::hybrid::check_lexical(&self.lexical, self.index.len())?;
         if self.state.baseline_dev_ndcg10.is_none() {
             let dev = self.dev.clone();
             // Without held-out queries (a refit) there is no value to log: the 0 recorded
