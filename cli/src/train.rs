@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use ltre_core::data::{read_qrels, split_queries, QuerySplit};
-use ltre_core::hybrid::HybridConfig;
 use ltre_core::trainer::{Objective, TrainConfig};
 use tantivy_ltre::feedback::{keyed_by_text, FeedbackLog, FeedbackPolicy};
 use tantivy_ltre::finetune::{
@@ -115,13 +114,11 @@ pub fn run(args: Args) -> Result<()> {
     config.index = args.faiss_index.clone().unwrap_or(config.index);
 
     if args.hybrid {
-        config.hybrid = Some(HybridConfig {
-            alpha: args.hybrid_alpha.unwrap_or(0.5),
-            ..config.hybrid.unwrap_or(HybridConfig {
-                alpha: 0.5,
-                depth: 100,
-            })
-        });
+        let mut hybrid = config.hybrid.unwrap_or_default();
+        if let Some(alpha) = args.hybrid_alpha {
+            hybrid.alpha = alpha;
+        }
+        config.hybrid = Some(hybrid);
     }
 
     let index = TunableIndex::open_ltre_index(&args.index)?;

@@ -37,6 +37,16 @@ fn default_depth() -> usize {
     100
 }
 
+impl Default for HybridConfig {
+    /// Equal weights over the depth the index serves by default (`SearchOptions::depth`).
+    fn default() -> Self {
+        HybridConfig {
+            alpha: 0.5,
+            depth: default_depth(),
+        }
+    }
+}
+
 impl HybridConfig {
     /// Checks `alpha` and `depth`.
     pub fn validate(&self) -> Result<()> {
@@ -178,11 +188,6 @@ pub fn served_run(
         .take(100)
         .map(|&(d, s)| (doc_ids[d].clone(), s as f64))
         .collect()
-}
-
-/// The dense scores of `q` against every row of `docs`, for [`served_ranking`].
-pub fn dense_scores(q: ndarray::ArrayView1<f32>, docs: ArrayView2<f32>) -> ndarray::Array1<f32> {
-    docs.dot(&q)
 }
 
 /// Checks that every BM25 list names rows of a matrix of `rows` documents.

@@ -27,8 +27,6 @@ use crate::lexical::bag_of_words;
 
 /// BM25 candidates kept per query for the BM25-negatives objective.
 const BM25_DEPTH: usize = 100;
-/// Documents per leg of the served fusion (`SearchOptions::depth`'s default).
-const FUSION_DEPTH: usize = 100;
 /// The encoder record's metric holding the fusion weight chosen for it.
 pub const FUSION_ALPHA_METRIC: &str = "fusion_alpha";
 /// Queries per batch when evaluating.
@@ -110,7 +108,8 @@ pub(super) fn fine_tune(
             ))
         })
     };
-    let tower = load_start()?;
+    // Loaded first so that a broken start encoder fails before any heavy work.
+    let mut tower = load_start()?;
 
     // Judged queries -> training and held-out queries over the document rows.
     let all = to_train_queries(data.queries(), &doc_rows);
@@ -162,7 +161,7 @@ pub(super) fn fine_tune(
         .unwrap_or_else(|| target.index_dir.join("runs").join("latest"));
     // BM25 lists: hybrid-aware training needs them for every query; the fusion weight served
     // with the result is chosen on the held-out ones whenever the index has lexical fields.
-    let depth = config.hybrid.map_or(FUSION_DEPTH, |h| h.depth);
+    let depth = config.hybrid.unwrap_or_default().depth;
     let lexical = if config.hybrid.is_some() {
         let all = train.iter().chain(&dev).chain(eval.iter().flatten());
         lexical_lists(target, &searcher, all, &doc_rows, depth)?
@@ -174,7 +173,7 @@ pub(super) fn fine_tune(
     let mut config_owned = config.clone();
     if let (Some(hybrid), true) = (&mut config_owned.hybrid, options.choose_alpha) {
         let (alpha, table) = choose_alpha(
-            &mut load_start()?,
+            &mut tower,
             doc_vectors.view(),
             &doc_ids,
             &dev,
@@ -192,7 +191,6 @@ pub(super) fn fine_tune(
     let bm25 = bm25_candidates(target, &searcher, config.objective, &train, &doc_rows)?;
     ltre_core::retrieval::set_faiss_threads(1);
     let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
-    drop(tower);
     // The default recipe first chooses the learning rate and temperature on the held-out
     // queries; the chosen probe's run directory is where the training run continues.
     let (config, select_dir, trials, index) = match &options.search {
@@ -224,7 +222,7 @@ pub(super) fn fine_tune(
     let config = &config;
     let mut trainer = Trainer::with_index(
         config.clone(),
-        load_start()?,
+        tower,
         doc_ids.clone(),
         index,
         train.clone(),

@@ -182,17 +182,15 @@ pub(super) fn search(
         ..*probe
     };
     let mut trials: Vec<Trial> = Vec::new();
-    let stages: [Vec<(f32, f32)>; 2] = [
-        search
-            .learning_rates
-            .iter()
-            .map(|&lr| (lr, base_t))
-            .collect(),
-        Vec::new(),
-    ];
+    // Stage 0: the learning rates at the configured temperature; stage 1: the other
+    // temperatures at the learning rate stage 0 chose.
     for stage in 0..2 {
-        let settings = if stage == 0 {
-            stages[0].clone()
+        let settings: Vec<(f32, f32)> = if stage == 0 {
+            search
+                .learning_rates
+                .iter()
+                .map(|&lr| (lr, base_t))
+                .collect()
         } else {
             let lr = trials[choose(&trials)].lr;
             search
