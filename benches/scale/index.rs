@@ -46,8 +46,16 @@ pub fn build(dir: &Path, n: u64, ann: Option<&str>, data: &Mixture) -> Result<Bu
     let mut builder = Schema::builder();
     let text = builder.add_text_field("text", TEXT);
     let mut options = DenseFieldOptions::new(DIM);
-    if let Some(factory) = ann {
-        options = options.with_ann(AnnOptions::new(factory, n as usize));
+    if let Some(spec) = ann {
+        // `FACTORY@E`: an HNSW graph built with efConstruction E.
+        let ann = match spec.split_once('@') {
+            Some((factory, ef)) => AnnOptions::new(factory, n as usize).with_ef_construction(
+                ef.parse()
+                    .map_err(|_| format!("bad efConstruction in `{spec}`"))?,
+            ),
+            None => AnnOptions::new(spec, n as usize),
+        };
+        options = options.with_ann(ann);
     }
     add_dense_field(&mut builder, "embedding", &options);
     let schema = builder.build();
@@ -234,6 +242,7 @@ pub fn measure_ann(
         let point = json!({
             "nprobe": params.nprobe,
             "ef_search": params.ef_search,
+            "rerank": params.rerank,
             "p50_ms": p50,
             "recall_at_10": found as f64 / (truth.len() * K) as f64,
             "speedup_vs_exact": exact_ms / p50,

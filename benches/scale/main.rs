@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! scale index N                    write, merge, disk, exact vs read bound, BM25, hybrid
-//! scale ann N FACTORY PARAM V,V..  the same index with a per-segment ANN; PARAM nprobe|ef
+//! scale ann N FACTORY PARAM V,V..  the same index with a per-segment ANN; PARAM nprobe|ef;
+//!                                  V or V/R (R: candidates re-scored exactly, AnnParams::rerank);
+//!                                  FACTORY@E sets the HNSW build's efConstruction to E
 //! scale train N SPEC NPROBE        full LTRe training steps over N document vectors
 //! scale train-compare R N:SPEC:NPROBE..  the same, configurations interleaved for R rounds
 //! scale report                     markdown table + report.json from the results
@@ -13,6 +15,8 @@
 //! Results go to `$LTRE_SCALE_DIR/results` (default `target/ltre-scale`).
 mod data;
 mod index;
+#[path = "../support/minilm.rs"]
+mod minilm;
 mod report;
 mod train;
 
@@ -22,6 +26,29 @@ use ltre::tantivy::AnnParams;
 use serde_json::json;
 
 type BoxError = Box<dyn std::error::Error>;
+
+/// One query-time setting: `V` or `V/R` for PARAM `nprobe` or `ef`.
+fn ann_setting(param: &str, value: &str) -> Result<AnnParams, BoxError> {
+    let bad = || format!("bad setting `{value}` (V or V/R)");
+    let (v, rerank) = match value.split_once('/') {
+        Some((v, r)) => (v, Some(r.parse::<usize>().map_err(|_| bad())?)),
+        None => (value, None),
+    };
+    let v = v.parse::<usize>().map_err(|_| bad())?;
+    Ok(match param {
+        "ef" => AnnParams {
+            ef_search: Some(v),
+            rerank,
+            ..Default::default()
+        },
+        "nprobe" => AnnParams {
+            nprobe: Some(v),
+            rerank,
+            ..Default::default()
+        },
+        other => return Err(format!("unknown parameter `{other}` (nprobe, ef)").into()),
+    })
+}
 
 /// Queries per measurement.
 const QUERIES: u64 = 200;
@@ -94,24 +121,10 @@ fn main() -> Result<(), BoxError> {
         "ann" => {
             let n = num(1)?;
             let factory = arg(2).to_string();
-            let values: Vec<usize> = arg(4)
+            let settings: Vec<AnnParams> = arg(4)
                 .split(',')
-                .map(|v| v.parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| format!("bad values `{}`", arg(4)))?;
-            let settings: Vec<AnnParams> = values
-                .iter()
-                .map(|&v| match arg(3) {
-                    "ef" => AnnParams {
-                        ef_search: Some(v),
-                        ..Default::default()
-                    },
-                    _ => AnnParams {
-                        nprobe: Some(v),
-                        ..Default::default()
-                    },
-                })
-                .collect();
+                .map(|v| ann_setting(arg(3), v))
+                .collect::<Result<_, _>>()?;
             let load_start = load();
             let dir = work.join(format!("index-{n}-{}", slug(&factory)));
             let built = index::build(&dir, n, Some(&factory), &data)?;

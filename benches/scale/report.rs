@@ -60,10 +60,14 @@ fn pick(points: &[Value]) -> Option<&Value> {
 }
 
 fn param(p: &Value) -> String {
-    match (p["nprobe"].as_u64(), p["ef_search"].as_u64()) {
+    let base = match (p["nprobe"].as_u64(), p["ef_search"].as_u64()) {
         (Some(n), _) => format!("nprobe {n}"),
         (_, Some(e)) => format!("efSearch {e}"),
         _ => "-".into(),
+    };
+    match p["rerank"].as_u64() {
+        Some(r) => format!("{base}, rerank {r}"),
+        None => base,
     }
 }
 

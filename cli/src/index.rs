@@ -70,14 +70,20 @@ pub struct Args {
     /// Segment size from which `--ann` indexes are built.
     #[arg(long, default_value_t = 50_000)]
     ann_min_docs: usize,
+    /// HNSW graph construction breadth for `--ann HNSW..` (Faiss efConstruction; default 40).
+    #[arg(long)]
+    ann_ef_construction: Option<usize>,
 }
 
 /// Runs `ltre-cli index`.
 pub fn run(args: Args) -> Result<()> {
-    let ann = args
-        .ann
-        .as_ref()
-        .map(|factory| AnnOptions::new(factory, args.ann_min_docs));
+    let ann = args.ann.as_ref().map(|factory| AnnOptions {
+        ef_construction: args.ann_ef_construction,
+        ..AnnOptions::new(factory, args.ann_min_docs)
+    });
+    if ann.is_none() && args.ann_ef_construction.is_some() {
+        bail!("--ann-ef-construction needs --ann (an HNSW factory string)");
+    }
     if let Some(old) = &args.from_index {
         let Some(model) = &args.model else {
             bail!("--from-index needs --model (the encoder of the documents)");

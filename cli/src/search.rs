@@ -57,6 +57,10 @@ pub struct RetrievalArgs {
     /// HNSW efSearch on segments with a Faiss index.
     #[arg(long)]
     pub ef_search: Option<usize>,
+    /// Candidates fetched per segment from a Faiss index and re-scored exactly (default: the
+    /// depth); raise it for quantised indexes (PQ, SQ).
+    #[arg(long)]
+    pub rerank: Option<usize>,
     /// Encoder threads (0: ONNX Runtime default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -120,6 +124,7 @@ impl RetrievalArgs {
             ann: AnnParams {
                 nprobe: self.nprobe,
                 ef_search: self.ef_search,
+                rerank: self.rerank,
             },
         };
         options.validate()?;

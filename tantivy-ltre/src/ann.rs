@@ -63,6 +63,12 @@ pub struct AnnOptions {
     pub factory: String,
     /// Segments with fewer vectors than this are only scanned exactly.
     pub min_docs: usize,
+    /// HNSW graph construction breadth (Faiss `efConstruction`; `None`: Faiss's default, 40).
+    /// The factory string cannot set it, and a graph built too narrow caps the recall no
+    /// `efSearch` recovers: on 1M clustered vectors HNSW32 stopped at 0.91 recall@10 with the
+    /// default (BENCHMARKS.md). Refused at build time for an index that is not HNSW.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_construction: Option<usize>,
 }
 
 impl AnnOptions {
@@ -71,7 +77,14 @@ impl AnnOptions {
         AnnOptions {
             factory: factory.into(),
             min_docs,
+            ef_construction: None,
         }
+    }
+
+    /// Sets the HNSW graph's construction breadth ([`AnnOptions::ef_construction`]).
+    pub fn with_ef_construction(mut self, ef_construction: usize) -> AnnOptions {
+        self.ef_construction = Some(ef_construction);
+        self
     }
 }
 
@@ -82,16 +95,60 @@ pub struct AnnParams {
     pub nprobe: Option<usize>,
     /// HNSW candidate list size.
     pub ef_search: Option<usize>,
+    /// Candidates fetched from the approximate index per segment (`None`: k). Every candidate
+    /// is re-scored exactly from the segment's stored vector, so hits always carry the true
+    /// inner product and rank like the exact scan's: a quantised index (`PQ`, `SQ`) only has
+    /// to put the true top k among its `rerank` best, which a few hundred candidates do where
+    /// its own top k does not (BENCHMARKS.md: IVF-PQ recall@10).
+    pub rerank: Option<usize>,
+}
+
+impl AnnParams {
+    /// The number of candidates to fetch for a top `k` (at least `k`).
+    pub fn candidates(&self, k: usize) -> usize {
+        self.rerank.unwrap_or(k).max(k)
+    }
 }
 
 fn faiss_error(e: faiss::error::Error) -> Error {
     Error::Faiss(e.to_string())
 }
 
+impl AnnOptions {
+    /// Checks that Faiss understands the options for vectors of `dim` dimensions, so that a bad
+    /// factory string fails when the index is created rather than at every segment build
+    /// (where a failure leaves the segment to the exact scan, with only a warning).
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        self.empty_index(dim).map(drop)
+    }
+
+    /// The untrained, empty Faiss index of these options.
+    fn empty_index(&self, dim: usize) -> Result<IndexImpl> {
+        let index = faiss::index_factory(dim as u32, &self.factory, MetricType::InnerProduct)
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "Faiss factory string `{}` for {dim}-d vectors: {e}",
+                    self.factory
+                ))
+            })?;
+        if let Some(ef) = self.ef_construction {
+            // Set before any vector is added: the graph is built as vectors arrive.
+            ParameterSpace::new()
+                .and_then(|space| space.set_index_parameter(&index, "efConstruction", ef as f64))
+                .map_err(|e| {
+                    Error::Invalid(format!(
+                        "cannot set efConstruction={ef} on `{}` (is the index HNSW?): {e}",
+                        self.factory
+                    ))
+                })?;
+        }
+        Ok(index)
+    }
+}
+
 /// Builds a Faiss index over `rows` (`n * dim` floats) and serializes it.
 pub(crate) fn build(options: &AnnOptions, dim: usize, rows: &[f32]) -> Result<Vec<u8>> {
-    let mut index = faiss::index_factory(dim as u32, &options.factory, MetricType::InnerProduct)
-        .map_err(faiss_error)?;
+    let mut index = options.empty_index(dim)?;
     if !index.is_trained() {
         index.train(rows).map_err(faiss_error)?;
     }

@@ -564,6 +564,7 @@ fn open_or_create(
     if let Some(dim) = dim {
         let mut dense = DenseFieldOptions::new(dim).required();
         if let Some(ann) = &options.ann {
+            ann.validate(dim)?;
             dense = dense.with_ann(ann.clone());
         }
         add_dense_field(&mut builder, DENSE_FIELD, &dense);

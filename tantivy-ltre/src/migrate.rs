@@ -351,6 +351,9 @@ fn build(
     options: &MigrateOptions,
     progress: &mut impl FnMut(usize),
 ) -> Result<usize> {
+    if let Some(ann) = &options.ann {
+        ann.validate(embedder.dim())?;
+    }
     let schema = plan.new_schema(options, embedder.dim());
     let dense = DenseField::from_schema(&schema)?;
     let mut builder = Index::builder()

@@ -19,7 +19,9 @@
 //!   filter])`, from the presence bitmap (or by walking the filter).
 //! - A segment with an approximate index (and no filter) is searched when the scorer is built:
 //!   that search is cheap next to a scan, and fails there on bad parameters, as an error rather
-//!   than a scorer that cannot report one. Its `count` is the number of hits it returned.
+//!   than a scorer that cannot report one. Its `count` is the number of hits it returned. Its
+//!   candidates ([`AnnParams::rerank`], default k) are re-scored exactly from the stored rows,
+//!   so every hit carries its true inner product, whatever the index's quantisation.
 //! - `Weight::explain` scores the one document, then counts the candidates ranked before it,
 //!   stopping once k are found: a document far from the top k is refused early, but confirming
 //!   one inside it costs a full pass of the kernel (no heap).
@@ -252,7 +254,10 @@ impl DenseWeight {
         })
     }
 
-    /// The top k according to the segment's approximate index, best first.
+    /// The top k of the segment's approximate-index candidates, re-scored exactly from the
+    /// stored vectors, best first: scores are true inner products (so they merge with exactly
+    /// scanned segments), and [`AnnParams::rerank`] candidates can be fetched for a quantised
+    /// index whose own order is too coarse.
     fn ann_hits(
         &self,
         ann: &AnnSegment,
@@ -261,17 +266,23 @@ impl DenseWeight {
         vectors: &SegmentVectors,
     ) -> tantivy::Result<Vec<(Score, DocId)>> {
         // Deleted documents are still in the index: fetch enough to drop them.
-        let fetch = self.k.saturating_add(reader.num_deleted_docs() as usize);
+        let fetch = params
+            .candidates(self.k)
+            .saturating_add(reader.num_deleted_docs() as usize);
         let hits = ann
             .search(&self.vector, fetch, params)
             .map_err(to_tantivy)?;
         let alive = reader.alive_bitset();
-        Ok(hits
-            .into_iter()
-            .filter(|(_, doc)| vectors.has_vector(*doc) && alive.is_none_or(|a| a.is_alive(*doc)))
-            .map(|(score, doc)| (finite(score), doc))
-            .take(self.k)
-            .collect())
+        let mut top = TopK::new(self.k);
+        for (_, doc) in hits {
+            if !alive.is_none_or(|a| a.is_alive(doc)) {
+                continue;
+            }
+            if let Some(row) = vectors.vector(doc) {
+                top.push(finite(dot(&self.vector, row)), doc);
+            }
+        }
+        Ok(top.into_sorted_vec())
     }
 
     /// The segment's hits in doc-id order (for the callbacks of `for_each*`).

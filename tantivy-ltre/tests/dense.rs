@@ -351,15 +351,15 @@ fn faiss_segment_index_finds_self_queries() {
         (
             "HNSW16",
             AnnParams {
-                nprobe: None,
                 ef_search: Some(64),
+                ..Default::default()
             },
         ),
         (
             "IVF4,Flat",
             AnnParams {
                 nprobe: Some(4),
-                ef_search: None,
+                ..Default::default()
             },
         ),
     ] {
@@ -417,13 +417,13 @@ fn faiss_segment_index_finds_self_queries() {
         // An ANN parameter the index does not have is a clear error, not a silent no-op.
         let wrong = if params.nprobe.is_some() {
             AnnParams {
-                nprobe: None,
                 ef_search: Some(8),
+                ..Default::default()
             }
         } else {
             AnnParams {
                 nprobe: Some(4),
-                ef_search: None,
+                ..Default::default()
             }
         };
         let query = DenseQuery::new(&f.dense, all[200].1.clone(), 1)
@@ -561,7 +561,7 @@ fn ivf_pq_segment_index_keeps_self_queries_near_the_top() {
     assert_eq!(ann.map(|a| a.len()), Some(300));
     let params = AnnParams {
         nprobe: Some(4),
-        ef_search: None,
+        ..Default::default()
     };
     let found = all
         .iter()
