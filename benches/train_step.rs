@@ -13,40 +13,24 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ltre::core::encoder::Encoder;
-use ltre::core::export::{export_checkpoint, ExportOptions};
-use ltre::core::manifest::{Manifest, WordEmbeddingGrad};
+use ltre::core::manifest::WordEmbeddingGrad;
 use ltre::core::optim::AdamWConfig;
 use ltre::core::tokenize::TokenBatch;
 use ltre::core::train_step::{QueryTower, TowerOptions};
 use ndarray::Array2;
+
+#[path = "support/minilm.rs"]
+mod minilm;
 
 const BATCH: usize = 32;
 const SEQ: usize = 32;
 
 fn model_dir(mode: WordEmbeddingGrad) -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join(".ltre/models/all-MiniLM-L6-v2");
-    if !src.join("model.safetensors").is_file() {
-        eprintln!(
-            "skipping: {} missing; run `bash scripts/setup.sh`",
-            src.display()
-        );
-        return None;
-    }
     let out = root.join(format!("target/ltre-bench/minilm-train-{mode:?}").to_lowercase());
-    // Re-export exports older than the split forward/backward graphs.
-    let current = Manifest::load(&out)
+    minilm::train_export(&root, &out, mode)
+        .map_err(|e| eprintln!("skipping: {e}"))
         .ok()
-        .and_then(|m| m.train)
-        .is_some_and(|t| t.backward_file.is_some());
-    if !current {
-        let opts = ExportOptions {
-            train: Some(mode),
-            ..Default::default()
-        };
-        export_checkpoint(&src, &out, &opts).expect("export MiniLM with --train");
-    }
-    Some(out)
 }
 
 /// A fixed batch of 32 sequences of 32 tokens (ids from the vocabulary's word range).

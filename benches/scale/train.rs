@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ltre::core::export::{export_checkpoint, ExportOptions};
-use ltre::core::manifest::{Manifest, WordEmbeddingGrad};
+use ltre::core::manifest::WordEmbeddingGrad;
 use ltre::core::optim::AdamWConfig;
 use ltre::core::train_step::{QueryTower, TowerOptions};
 use ltre::core::trainer::{TrainConfig, TrainQuery, Trainer};
@@ -58,23 +57,11 @@ const WORDS: &[&str] = &[
 
 /// The MiniLM export with training graphs, made once under `work`.
 pub fn model_dir(root: &Path, work: &Path) -> Result<PathBuf, BoxError> {
-    let src = root.join(".ltre/models/all-MiniLM-L6-v2");
-    if !src.join("model.safetensors").is_file() {
-        return Err(format!("{} missing; run `bash scripts/setup.sh`", src.display()).into());
-    }
-    let out = work.join("minilm-train");
-    let current = Manifest::load(&out)
-        .ok()
-        .and_then(|m| m.train)
-        .is_some_and(|t| t.backward_file.is_some());
-    if !current {
-        let opts = ExportOptions {
-            train: Some(WordEmbeddingGrad::Sparse),
-            ..Default::default()
-        };
-        export_checkpoint(&src, &out, &opts)?;
-    }
-    Ok(out)
+    Ok(crate::minilm::train_export(
+        root,
+        &work.join("minilm-train"),
+        WordEmbeddingGrad::Sparse,
+    )?)
 }
 
 /// A trainer over `n` synthetic documents with the index `spec`, and the RSS (MiB) after the

@@ -55,14 +55,9 @@ impl SplitArgs {
         }
     }
 
-    /// Whether --split was given.
-    pub fn is_set(&self) -> bool {
-        self.split.is_some()
-    }
-
-    /// The seed of the split.
-    pub fn seed(&self) -> u64 {
-        self.split_seed
+    /// The half and seed, when --split was given.
+    pub fn half(&self) -> Option<(QuerySplit, u64)> {
+        self.split.map(|split| (split, self.split_seed))
     }
 }
 

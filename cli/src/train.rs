@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use ltre_core::data::{read_qrels, split_queries, QuerySplit};
+use ltre_core::data::QuerySplit;
 use ltre_core::trainer::{Objective, TrainConfig};
 use tantivy_ltre::feedback::{keyed_by_text, FeedbackLog, FeedbackPolicy};
 use tantivy_ltre::finetune::{
-    read_beir_judged, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, RecipeSearch,
-    TrainingData, TunableIndex,
+    read_beir_judged, read_beir_judged_half, DevSet, FineTuneEvent, FineTuneOptions,
+    FineTuneOutcome, RecipeSearch, TrainingData, TunableIndex,
 };
 
 #[derive(clap::Args)]
@@ -54,9 +54,13 @@ pub struct Args {
     #[arg(long)]
     deploy: bool,
     /// After selecting the epoch count on the held-out queries, retrain with it on all training
-    /// queries (held-out ones included) and use that encoder.
-    #[arg(long)]
+    /// queries (held-out ones included) and use that encoder (the default recipe always does).
+    #[arg(long, conflicts_with = "no_refit")]
     refit: bool,
+    /// With the default recipe: keep the selected run's encoder instead of retraining on all
+    /// training queries.
+    #[arg(long)]
+    no_refit: bool,
     /// With --deploy: deploy the final parameters even if the held-out metric did not improve.
     #[arg(long)]
     force: bool,
@@ -128,17 +132,10 @@ pub fn run(args: Args) -> Result<()> {
             .context("--queries is needed to read --qrels, --dev-qrels and --eval-qrels")
     };
     let data = match (&args.qrels, args.feedback) {
-        (Some(qrels), false) if args.split.is_set() => {
-            let half = args.split.apply(read_qrels(qrels)?);
-            let judged = read_beir_judged(queries()?, qrels)?;
-            TrainingData::new(
-                judged
-                    .into_iter()
-                    .filter(|q| half.contains_key(&q.id))
-                    .collect(),
-            )
-        }
-        (Some(qrels), false) => TrainingData::from_beir(queries()?, qrels)?,
+        (Some(qrels), false) => match args.split.half() {
+            Some((half, seed)) => TrainingData::from_beir_half(queries()?, qrels, half, seed)?,
+            None => TrainingData::from_beir(queries()?, qrels)?,
+        },
         (None, true) => FeedbackLog::open(&args.index)?
             .to_training_data(&FeedbackPolicy::default().min_clicks(args.min_clicks))?,
         (Some(_), true) => {
@@ -156,7 +153,10 @@ pub fn run(args: Args) -> Result<()> {
         .threads(args.threads);
     options.start_encoder = args.encoder.clone();
     if search {
-        options.search = Some(RecipeSearch::default());
+        options.search = Some(RecipeSearch {
+            refit: !args.no_refit,
+            ..RecipeSearch::default()
+        });
     }
     options.choose_alpha = args.hybrid && args.hybrid_alpha.is_none();
     options.run_dir = args.run_dir.clone();
@@ -172,13 +172,16 @@ pub fn run(args: Args) -> Result<()> {
         options.dev = DevSet::Queries(dev);
     }
     if let Some(p) = &args.eval_qrels {
-        let mut eval = read_beir_judged(queries()?, p)?;
-        if args.split.is_set() {
-            // `--split train` trains on one half; the report's numbers are on the other.
-            let test = split_queries(&read_qrels(p)?, QuerySplit::Test, args.split.seed());
-            eval.retain(|q| test.contains_key(&q.id));
-        }
-        options.eval = Some(eval);
+        // `--split` trains on one half; the report's numbers are on the other.
+        options.eval = Some(match args.split.half() {
+            Some((QuerySplit::Train, seed)) => {
+                read_beir_judged_half(queries()?, p, QuerySplit::Test, seed)?
+            }
+            Some((QuerySplit::Test, seed)) => {
+                read_beir_judged_half(queries()?, p, QuerySplit::Train, seed)?
+            }
+            None => read_beir_judged(queries()?, p)?,
+        });
     }
 
     let stop = Arc::new(AtomicBool::new(false));

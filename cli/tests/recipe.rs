@@ -33,37 +33,49 @@ fn train_without_config_searches_reports_its_trials_and_gates() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // Three learning rates at temperature 20, then 10 and 40 at the chosen rate: each printed
-    // when done, and again in the final report, which marks the chosen one.
+    // Three learning rates at temperature 20, then 10 and 40 at the chosen rate, then the
+    // chosen settings at full length with the trust region fading and kept: each printed when
+    // done, and again in the final report, which marks the chosen probe and the chosen run.
     let trials: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("search: lr"))
         .collect();
-    assert_eq!(trials.len(), 10, "{stderr}");
+    assert_eq!(trials.len(), 14, "{stderr}");
     for lr in ["3e-5", "1e-4", "3e-4"] {
         assert!(
             trials[..5]
                 .iter()
-                .any(|t| t.contains(&format!("lr {lr}, temperature 20"))),
+                .any(|t| t.contains(&format!("lr {lr}, temperature 20,"))),
             "{stderr}"
         );
     }
-    assert_eq!(trials.iter().filter(|t| t.ends_with(", chosen")).count(), 1);
+    assert_eq!(trials.iter().filter(|t| t.ends_with(", chosen")).count(), 2);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let chosen: Vec<&serde_json::Value> = report["search"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["chosen"] == true)
-        .collect();
-    assert_eq!(chosen.len(), 1);
-    assert_eq!(report["search"].as_array().unwrap().len(), 5);
-    assert_eq!(report["config"]["optimizer"]["lr"], chosen[0]["lr"]);
+    let search = report["search"].as_array().unwrap();
+    assert_eq!(search.len(), 7);
+    let chosen = |trials: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        trials
+            .iter()
+            .filter(|t| t["chosen"] == true)
+            .cloned()
+            .collect()
+    };
+    let (probe, run) = (chosen(&search[..5]), chosen(&search[5..]));
+    assert_eq!((probe.len(), run.len()), (1, 1), "{report}");
+    assert_eq!(report["config"]["optimizer"]["lr"], probe[0]["lr"]);
     assert_eq!(report["config"]["anchor"], 10.0);
-    // 13 training queries in batches of 32, 5 epochs: the trust region fades over 40% of 5 steps.
-    assert_eq!(report["config"]["anchor_steps"], 2);
+    // 13 training queries in batches of 32, 5 epochs: the trust region fades over 40% of 5
+    // steps, or is kept (0), whichever full run held out better.
+    let schedules: Vec<_> = search[5..]
+        .iter()
+        .map(|t| t["anchor_steps"].clone())
+        .collect();
+    assert_eq!(schedules, vec![serde_json::json!(2), serde_json::json!(0)]);
+    assert_eq!(report["config"]["anchor_steps"], run[0]["anchor_steps"]);
     // The gate: deployed exactly when the held-out metric improved.
     let improved = report["best_dev_ndcg10"].as_f64() > report["baseline_dev_ndcg10"].as_f64();
+    // The recipe retrains on all training queries once it has chosen (only after a gain).
+    assert_eq!(report["refit"].is_null(), !improved, "{report}");
     assert_eq!(
         report["deployment"]["status"] == "deployed",
         improved,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ltre_core::testing::{export_tiny_model, TINY_WORDS};
+use ltre_core::testing::{export_tiny_model, tiny_judged, TinyJudged};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tantivy_ltre::corpus::{index_corpus, CorpusOptions};
@@ -26,26 +26,13 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// A synthetic collection over the tiny vocabulary: each query is two words of its one
 /// relevant document.
 fn write_collection(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let mut rng = StdRng::seed_from_u64(5);
-    let mut corpus = String::new();
-    let mut docs = Vec::new();
-    for d in 0..DOCS {
-        let words: Vec<&str> = (0..8)
-            .map(|_| TINY_WORDS[rng.random_range(0..TINY_WORDS.len())])
-            .collect();
-        corpus += &serde_json::json!({"_id": format!("d{d}"), "title": words[0], "text": words.join(" ")})
-            .to_string();
-        corpus.push('\n');
-        docs.push(words);
-    }
-    let (mut queries, mut qrels) = (String::new(), String::from("query-id\tcorpus-id\tscore\n"));
-    for q in 0..QUERIES {
-        let d = (q * 7) % DOCS;
-        let text = format!("{} {}", docs[d][2], docs[d][5]);
-        queries += &serde_json::json!({"_id": format!("q{q}"), "text": text}).to_string();
-        queries.push('\n');
-        qrels += &format!("q{q}\td{d}\t1\n");
-    }
+    let TinyJudged {
+        corpus,
+        queries,
+        qrels,
+    } = tiny_judged(DOCS, QUERIES, 5, 7, [2, 5], |q, d| {
+        format!("q{q}\td{d}\t1\n")
+    });
     let paths = (
         root.join("corpus.jsonl"),
         root.join("queries.jsonl"),

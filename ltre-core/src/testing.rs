@@ -322,6 +322,61 @@ pub fn write_tiny_corpus(path: &Path) -> Result<()> {
     std::fs::write(path, lines.join("\n") + "\n").map_err(|e| Error::io(path, e))
 }
 
+/// A synthetic judged collection over [`TINY_WORDS`], as BEIR file contents: the shared
+/// fixture of the training, feedback and CLI tests.
+#[derive(Debug, Clone)]
+pub struct TinyJudged {
+    /// `corpus.jsonl`: documents `d0..` of eight seeded words, titled by the first.
+    pub corpus: String,
+    /// `queries.jsonl`: query `qN` is two words of its target document.
+    pub queries: String,
+    /// `qrels.tsv` with its header line.
+    pub qrels: String,
+}
+
+/// [`TinyJudged`] with `docs` documents and `queries` queries (seeded by `seed`): query `q`
+/// is the words at `words` of document `d = (q * stride) % docs`, and `judge(q, d)` gives its
+/// qrels lines (without the header).
+pub fn tiny_judged(
+    docs: usize,
+    queries: usize,
+    seed: u64,
+    stride: usize,
+    words: [usize; 2],
+    judge: impl Fn(usize, usize) -> String,
+) -> TinyJudged {
+    // A fixed linear congruential generator: the collections must not change with a crate's
+    // version.
+    let mut state = seed;
+    let mut next = |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n.max(1)
+    };
+    let docs: Vec<Vec<&str>> = (0..docs.max(1))
+        .map(|_| (0..8).map(|_| TINY_WORDS[next(TINY_WORDS.len())]).collect())
+        .collect();
+    let mut out = TinyJudged {
+        corpus: String::new(),
+        queries: String::new(),
+        qrels: String::from("query-id\tcorpus-id\tscore\n"),
+    };
+    for (d, w) in docs.iter().enumerate() {
+        out.corpus +=
+            &json!({"_id": format!("d{d}"), "title": w[0], "text": w.join(" ")}).to_string();
+        out.corpus.push('\n');
+    }
+    for q in 0..queries {
+        let d = (q * stride) % docs.len();
+        let text = format!("{} {}", docs[d][words[0] % 8], docs[d][words[1] % 8]);
+        out.queries += &json!({"_id": format!("q{q}"), "text": text}).to_string();
+        out.queries.push('\n');
+        out.qrels += &judge(q, d);
+    }
+    out
+}
+
 /// SplitMix64: a seeded pseudo-random generator without a dependency, so a failing
 /// fault-injection trial replays from its seed.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use ltre_core::testing::{export_tiny_model, TINY_WORDS};
+use ltre_core::testing::{export_tiny_model, tiny_judged, TinyJudged};
 use ltre_core::trainer::TrainConfig;
 use tantivy_ltre::corpus::{index_corpus, CorpusOptions};
 use tantivy_ltre::feedback::{
@@ -264,34 +264,17 @@ const QUERIES: usize = 24;
 /// document (grade 2), another relevant one (grade 1), a judged non-relevant one (grade 0) and
 /// a document missing from the index. Returns (corpus, queries, qrels).
 fn write_collection(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let mut state = 5u64;
-    let mut next = |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % n
-    };
-    let mut corpus = String::new();
-    let mut docs = Vec::new();
-    for d in 0..DOCS {
-        let words: Vec<&str> = (0..8).map(|_| TINY_WORDS[next(TINY_WORDS.len())]).collect();
-        corpus += &serde_json::json!({"_id": format!("d{d}"), "title": words[0], "text": words.join(" ")})
-            .to_string();
-        corpus.push('\n');
-        docs.push(words);
-    }
-    let (mut queries, mut qrels) = (String::new(), String::from("query-id\tcorpus-id\tscore\n"));
-    for q in 0..QUERIES {
-        let d = (q * 7) % DOCS;
-        let text = format!("{} {}", docs[d][2], docs[d][5]);
-        queries += &serde_json::json!({"_id": format!("q{q}"), "text": text}).to_string();
-        queries.push('\n');
-        qrels += &format!(
+    let TinyJudged {
+        corpus,
+        queries,
+        qrels,
+    } = tiny_judged(DOCS, QUERIES, 5, 7, [2, 5], |q, d| {
+        format!(
             "q{q}\td{d}\t2\nq{q}\td{}\t1\nq{q}\td{}\t0\nq{q}\tgone{q}\t1\n",
             (d + 3) % DOCS,
             (d + 11) % DOCS
-        );
-    }
+        )
+    });
     let paths = (
         root.join("corpus.jsonl"),
         root.join("queries.jsonl"),

@@ -407,6 +407,8 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
         max_drop: 1.0,
         anchor: 1.0,
         anchor_fraction: 0.5,
+        rival_anchor_fractions: vec![0.0],
+        refit: false,
     };
     let options = |run: &str| {
         FineTuneOptions::new(config(1.0))
@@ -418,24 +420,42 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
             .run_dir(app.dir.join(run))
     };
     let straight = finish(&index, &data, &options("runs/straight"));
-    // Two learning rates at the configured temperature, then the other one at the chosen rate.
-    let tried: Vec<(f32, f32)> = straight
+    // Two learning rates at the configured temperature, then the other one at the chosen rate;
+    // then the chosen settings at full length, fading (the chosen probe continued) and kept.
+    let tried: Vec<(f32, f32, u64, u64)> = straight
         .search
         .iter()
-        .map(|t| (t.lr, t.temperature))
+        .map(|t| (t.lr, t.temperature, t.anchor_steps, t.steps))
         .collect();
-    assert_eq!(tried.len(), 3, "{tried:?}");
-    assert_eq!(&tried[..2], &[(1e-3, 20.0), (5e-3, 20.0)]);
-    assert_eq!(tried[2].1, 10.0);
-    let chosen: Vec<_> = straight.search.iter().filter(|t| t.chosen).collect();
+    assert_eq!(tried.len(), 5, "{tried:?}");
+    // 2 epochs of 3 steps: probes run 3 steps, with a trust region fading over half the run.
+    assert_eq!(&tried[..2], &[(1e-3, 20.0, 3, 3), (5e-3, 20.0, 3, 3)]);
+    assert_eq!((tried[2].1, tried[2].2, tried[2].3), (10.0, 3, 3));
+    let (probes, full) = straight.search.split_at(3);
+    let chosen: Vec<_> = probes.iter().filter(|t| t.chosen).collect();
     assert_eq!(chosen.len(), 1);
     assert_eq!(straight.config.optimizer.lr, chosen[0].lr);
     assert_eq!(straight.config.temperature, chosen[0].temperature);
     assert_eq!(straight.config.anchor, 1.0);
-    // 2 epochs of 3 steps: the trust region fades over half of them.
-    assert_eq!(straight.config.anchor_steps, 3);
+    for t in full {
+        assert_eq!(
+            (t.lr, t.temperature, t.steps),
+            (chosen[0].lr, chosen[0].temperature, 6)
+        );
+    }
+    assert_eq!(
+        full.iter().map(|t| t.anchor_steps).collect::<Vec<_>>(),
+        vec![3, 0]
+    );
+    // The full run with the best held-out point is the result.
+    let kept: Vec<_> = full.iter().filter(|t| t.chosen).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(straight.config.anchor_steps, kept[0].anchor_steps);
+    assert_eq!(straight.best_dev_ndcg10, kept[0].best_dev_ndcg10);
+    assert!(full
+        .iter()
+        .all(|t| t.best_dev_ndcg10 <= kept[0].best_dev_ndcg10));
     for t in &straight.search {
-        assert_eq!(t.steps, 3);
         assert!(
             t.best_dev_ndcg10 >= t.start_dev_ndcg10 && t.lowest_dev_ndcg10 <= t.start_dev_ndcg10
         );
@@ -472,6 +492,42 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
         "{outcome:?}"
     );
     let resumed = finish(&index, &data, &options("runs/resumed"));
+    assert_eq!(resumed.search, straight.search);
+    assert_eq!(resumed.dev_curve, straight.dev_curve);
+    assert_eq!(
+        weights_sha256(&store, resumed.deployed_id().unwrap()),
+        weights_sha256(&store, straight.deployed_id().unwrap())
+    );
+
+    // Interrupted inside the rival full-length run (the second selection run), then resumed.
+    let stop = AtomicBool::new(false);
+    let mut runs = 0;
+    let outcome = index
+        .fine_tune(&data, &options("runs/rival"), &stop, &mut |e| match e {
+            FineTuneEvent::PhaseStarted {
+                phase: Phase::Select,
+                ..
+            } => runs += 1,
+            FineTuneEvent::Step {
+                phase: Phase::Select,
+                step: 2,
+                ..
+            } if runs == 2 => stop.store(true, Ordering::SeqCst),
+            _ => {}
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            FineTuneOutcome::Interrupted {
+                phase: Phase::Select,
+                step: 2,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let resumed = finish(&index, &data, &options("runs/rival"));
     assert_eq!(resumed.search, straight.search);
     assert_eq!(resumed.dev_curve, straight.dev_curve);
     assert_eq!(

@@ -29,39 +29,22 @@ pub fn ok(args: &[&str]) -> String {
 /// graded 2, and a neighbour graded 1), indexed with a trainable tiny model. Returns the index,
 /// queries, train qrels, held-out qrels (the first 4 queries) and a training config.
 pub fn trainable_collection(root: &Path) -> [PathBuf; 5] {
-    use ltre_core::testing::TINY_WORDS;
     let model = export_tiny_model(root, 11, true).unwrap();
-    let mut state = 9u64;
-    let mut next = |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % n
-    };
-    let docs: Vec<Vec<&str>> = (0..32)
-        .map(|_| (0..8).map(|_| TINY_WORDS[next(TINY_WORDS.len())]).collect())
-        .collect();
-    let corpus: String = docs
-        .iter()
-        .enumerate()
-        .map(|(d, w)| {
-            serde_json::json!({"_id": format!("d{d}"), "title": w[0], "text": w.join(" ")})
-                .to_string()
-                + "\n"
+    let collection = ltre_core::testing::tiny_judged(32, 16, 9, 5, [1, 6], |q, d| {
+        format!("q{q}\td{d}\t2\nq{q}\td{}\t1\n", (d + 1) % 32)
+    });
+    // The first four queries' judgments are the held-out file.
+    let dev: String = collection
+        .qrels
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            ["q0\t", "q1\t", "q2\t", "q3\t"]
+                .iter()
+                .any(|p| l.starts_with(p))
         })
+        .map(|l| format!("{l}\n"))
         .collect();
-    let (mut queries, mut qrels, mut dev) = (String::new(), String::new(), String::new());
-    for q in 0..16 {
-        let d = (q * 5) % docs.len();
-        queries += &(serde_json::json!({"_id": format!("q{q}"), "text": format!("{}  {}", docs[d][1], docs[d][6])})
-            .to_string()
-            + "\n");
-        let lines = format!("q{q}\td{d}\t2\nq{q}\td{}\t1\n", (d + 1) % docs.len());
-        qrels += &lines;
-        if q < 4 {
-            dev += &lines;
-        }
-    }
     let paths = [
         root.join("index"),
         root.join("queries.jsonl"),
@@ -70,9 +53,9 @@ pub fn trainable_collection(root: &Path) -> [PathBuf; 5] {
         root.join("train.toml"),
     ];
     let corpus_path = root.join("corpus.jsonl");
-    std::fs::write(&corpus_path, corpus).unwrap();
-    std::fs::write(&paths[1], queries).unwrap();
-    std::fs::write(&paths[2], qrels).unwrap();
+    std::fs::write(&corpus_path, &collection.corpus).unwrap();
+    std::fs::write(&paths[1], &collection.queries).unwrap();
+    std::fs::write(&paths[2], &collection.qrels).unwrap();
     std::fs::write(&paths[3], dev).unwrap();
     std::fs::write(
         &paths[4],

@@ -2,7 +2,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use ltre_core::data::{read_qrels, read_queries, Qrels, Query};
+use ltre_core::data::{read_qrels, read_queries, split_queries, Qrels, Query, QuerySplit};
 use ltre_core::trainer::{join_queries, TrainQuery};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -70,6 +70,19 @@ impl TrainingData {
         })
     }
 
+    /// One seeded half of a BEIR collection's judged queries, for a collection with a single
+    /// qrels file such as Cranfield: the half [`read_beir_judged_half`] reads.
+    pub fn from_beir_half(
+        queries: &Path,
+        qrels: &Path,
+        split: QuerySplit,
+        seed: u64,
+    ) -> Result<TrainingData> {
+        Ok(TrainingData::new(read_beir_judged_half(
+            queries, qrels, split, seed,
+        )?))
+    }
+
     /// The judged queries.
     pub fn queries(&self) -> &[JudgedQuery] {
         &self.queries
@@ -95,6 +108,21 @@ pub fn read_beir_judged(queries: &Path, qrels: &Path) -> Result<Vec<JudgedQuery>
             })
         })
         .collect())
+}
+
+/// The judged queries of one seeded half of the qrels' queries
+/// ([`ltre_core::data::split_queries`]: the halves `ltre-cli eval --split` scores), so that
+/// training on one half and evaluating on the other never mix.
+pub fn read_beir_judged_half(
+    queries: &Path,
+    qrels: &Path,
+    split: QuerySplit,
+    seed: u64,
+) -> Result<Vec<JudgedQuery>> {
+    let half = split_queries(&read_qrels(qrels)?, split, seed);
+    let mut judged = read_beir_judged(queries, qrels)?;
+    judged.retain(|q| half.contains_key(&q.id));
+    Ok(judged)
 }
 
 /// sha256 of judged queries in a canonical form: sorted by id, judgments sorted by document
@@ -205,5 +233,36 @@ mod tests {
         // Grades travel with their rows; a repeated judgment keeps the higher grade.
         assert_eq!(joined[1].relevant, vec![0, 1]);
         assert_eq!(joined[1].grades, vec![3, 2]);
+    }
+
+    #[test]
+    fn beir_halves_partition_the_judged_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queries, qrels) = (
+            dir.path().join("queries.jsonl"),
+            dir.path().join("qrels.tsv"),
+        );
+        let (mut q, mut r) = (String::new(), String::from("query-id\tcorpus-id\tscore\n"));
+        for i in 0..21 {
+            q += &format!("{{\"_id\": \"q{i}\", \"text\": \"query {i}\"}}\n");
+            r += &format!("q{i}\td{i}\t1\n");
+        }
+        std::fs::write(&queries, q).unwrap();
+        std::fs::write(&qrels, r).unwrap();
+        let ids = |split| -> HashSet<String> {
+            read_beir_judged_half(&queries, &qrels, split, 13)
+                .unwrap()
+                .into_iter()
+                .map(|q| q.id)
+                .collect()
+        };
+        let (train, test) = (ids(QuerySplit::Train), ids(QuerySplit::Test));
+        assert_eq!((train.len(), test.len()), (11, 10));
+        assert!(train.is_disjoint(&test));
+        // The same halves as `split_queries` over the qrels (what `eval --split` scores).
+        let expected = split_queries(&read_qrels(&qrels).unwrap(), QuerySplit::Test, 13);
+        assert_eq!(test, expected.keys().cloned().collect::<HashSet<_>>());
+        let data = TrainingData::from_beir_half(&queries, &qrels, QuerySplit::Train, 13).unwrap();
+        assert_eq!(data.queries().len(), 11);
     }
 }

@@ -58,10 +58,15 @@ impl fmt::Display for FineTuneEvent {
             ),
             FineTuneEvent::Trial(t) => write!(
                 f,
-                "search: lr {:e}, temperature {}: held-out nDCG@10 {:.4} -> best {:.4} at step \
-                 {}, lowest {:.4} ({}){}",
+                "search: lr {:e}, temperature {}, {}, {} steps: held-out nDCG@10 {:.4} -> best \
+                 {:.4} at step {}, lowest {:.4} ({}){}",
                 t.lr,
                 t.temperature,
+                match t.anchor_steps {
+                    0 => "trust region kept".to_string(),
+                    n => format!("trust region fading over {n} steps"),
+                },
+                t.steps,
                 t.start_dev_ndcg10,
                 t.best_dev_ndcg10,
                 t.best_step,

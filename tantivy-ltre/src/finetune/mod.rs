@@ -74,7 +74,7 @@ use serde::Serialize;
 use tantivy::schema::Field;
 use tantivy::Index;
 
-pub use data::{read_beir_judged, JudgedQuery, TrainingData};
+pub use data::{read_beir_judged, read_beir_judged_half, JudgedQuery, TrainingData};
 pub use run::FUSION_ALPHA_METRIC;
 pub use search::{RecipeSearch, Trial};
 

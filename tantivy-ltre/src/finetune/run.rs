@@ -9,14 +9,17 @@ use ltre_core::hybrid::{choose_alpha, HybridConfig, LexicalList};
 use ltre_core::params::ParamStore;
 use ltre_core::retrieval::DocumentIndex;
 use ltre_core::train_step::{QueryTower, TowerOptions};
-use ltre_core::trainer::{evaluate_ranking, split_dev, Objective, RunOutcome, TrainQuery, Trainer};
+use ltre_core::trainer::{
+    evaluate_ranking, split_dev, Objective, RunOutcome, TrainConfig, TrainQuery, TrainState,
+    Trainer,
+};
 use ndarray::ArrayView2;
 use tantivy::collector::TopDocs;
 use tantivy::{ReloadPolicy, Searcher};
 
 use super::data::{check_unique_ids, to_train_queries};
 use super::hybrid::lexical_lists;
-use super::search::{search, Probe, Searched};
+use super::search::{search, Probe, Searched, Trial};
 use super::{
     Deployment, DevSet, FineTuneEvent, FineTuneOptions, FineTuneOutcome, FineTuneReport, Phase,
     Refit, TrainingData, TunableIndex,
@@ -193,8 +196,14 @@ pub(super) fn fine_tune(
     let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
     // The default recipe first chooses the learning rate and temperature on the held-out
     // queries; the chosen probe's run directory is where the training run continues.
-    let (config, select_dir, trials, index) = match &options.search {
-        None => (config.clone(), run_dir.clone(), Vec::new(), index),
+    let (config, select_dir, mut trials, index, rivals) = match &options.search {
+        None => (
+            config.clone(),
+            run_dir.clone(),
+            Vec::new(),
+            index,
+            Vec::new(),
+        ),
         Some(recipe) => {
             let probe = Probe {
                 base: config,
@@ -212,31 +221,80 @@ pub(super) fn fine_tune(
                     dir,
                     trials,
                     index,
-                } => (*config, dir, trials, index),
+                    rivals,
+                } => (*config, dir, trials, index, rivals),
                 Searched::Interrupted { step, dir } => {
                     return Ok(interrupted(Phase::Search, step, dir))
                 }
             }
         }
     };
-    let config = &config;
-    let mut trainer = Trainer::with_index(
-        config.clone(),
-        tower,
-        doc_ids.clone(),
-        index,
-        train.clone(),
-        dev.clone(),
-        &select_dir,
-    )?
-    .with_bm25_candidates(bm25)
-    .with_lexical(lexical.clone());
-    let train_steps_per_epoch = trainer.steps_per_epoch();
-    if let Some(step) = run_phase(&mut trainer, Phase::Select, train.len(), stop, progress)? {
-        return Ok(interrupted(Phase::Select, step, select_dir));
+    // The chosen run, then its full-length rivals (other trust-region schedules, each in its
+    // own directory): the best held-out point wins.
+    let mut index = Some(index);
+    let mut start_tower = Some(tower);
+    let mut selected: Option<Selected> = None;
+    let max_drop = options.search.as_ref().map_or(0.0, |r| r.max_drop);
+    let full_runs_from = trials.len();
+    let runs = std::iter::once((config, select_dir)).chain(rivals);
+    for (config, dir) in runs {
+        let tower = match start_tower.take() {
+            Some(tower) => tower,
+            None => load_start()?,
+        };
+        let documents = match index.take() {
+            Some(index) => index,
+            None => return Err(Error::Invalid("the document index was lost".into())),
+        };
+        let mut trainer = Trainer::with_index(
+            config.clone(),
+            tower,
+            doc_ids.clone(),
+            documents,
+            train.clone(),
+            dev.clone(),
+            &dir,
+        )?
+        .with_bm25_candidates(bm25.clone())
+        .with_lexical(lexical.clone());
+        if let Some(step) = run_phase(&mut trainer, Phase::Select, train.len(), stop, progress)? {
+            return Ok(interrupted(Phase::Select, step, dir));
+        }
+        let run = Selected {
+            steps_per_epoch: trainer.steps_per_epoch(),
+            state: trainer.state().clone(),
+            best_dir: trainer.best_dir(),
+            final_params: trainer.tower().params().clone(),
+            config,
+        };
+        index = Some(trainer.into_documents());
+        if options.search.is_some() {
+            let trial = Trial::of_run(&run.config, &run.state, u64::MAX, max_drop);
+            progress(&FineTuneEvent::Trial(trial.clone()));
+            trials.push(trial);
+        }
+        if selected
+            .as_ref()
+            .is_none_or(|s| run.state.best_dev_ndcg10 > s.state.best_dev_ndcg10)
+        {
+            selected = Some(run);
+        }
     }
-    let state = trainer.state().clone();
-    let best_dir = trainer.best_dir();
+    let Some(Selected {
+        steps_per_epoch: train_steps_per_epoch,
+        state,
+        best_dir,
+        final_params,
+        config,
+    }) = selected
+    else {
+        return Err(Error::Invalid("no training run was selected".into()));
+    };
+    // The probes' flag marks the chosen settings; the full runs', the schedule kept.
+    for t in &mut trials[full_runs_from..] {
+        t.chosen = t.anchor_steps == config.anchor_steps;
+    }
+    let config = &config;
     // Checkpoints of earlier versions selected per epoch only.
     let best_step = if state.best_step > 0 {
         state.best_step
@@ -244,9 +302,10 @@ pub(super) fn fine_tune(
         state.best_epoch as u64 * train_steps_per_epoch
     };
     let improved = best_step > 0;
-    let final_params = trainer.tower().params().clone();
     // The one copy of the document vectors moves on from trainer to trainer.
-    let mut documents = trainer.into_documents();
+    let Some(mut documents) = index else {
+        return Err(Error::Invalid("the document index was lost".into()));
+    };
 
     let mut tower = load_start()?;
     let hybrid = config.hybrid.map(|h| (h, &lexical));
@@ -258,7 +317,8 @@ pub(super) fn fine_tune(
     };
     let eval_before = evaluate(&mut tower, documents.vectors())?;
     let mut refit = None;
-    let chosen = if improved && options.refit {
+    let refit_wanted = options.refit || options.search.as_ref().is_some_and(|r| r.refit);
+    let chosen = if improved && refit_wanted {
         // The stopping point was chosen on the held-out queries; now train on all the training
         // queries, held-out ones included, from the same start, with the same schedule scaled
         // to the larger set, for as many epochs' worth of data as the best point had seen.
@@ -267,6 +327,7 @@ pub(super) fn fine_tune(
         let scale = all_steps_per_epoch as f64 / train_steps_per_epoch.max(1) as f64;
         let steps = ((best_step as f64 * scale).round() as u64).max(1);
         let mut refit_config = config.clone();
+        refit_config.anchor_steps = (config.anchor_steps as f64 * scale).round() as u64;
         refit_config.epochs = refit_config_epochs(steps, all_steps_per_epoch);
         refit_config.max_steps = Some(steps);
         refit_config.optimizer.total_steps = all_steps_per_epoch * config.epochs as u64;
@@ -369,6 +430,15 @@ pub(super) fn fine_tune(
         serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&run_dir.join("summary.json"), summary.as_bytes())?;
     Ok(FineTuneOutcome::Finished(Box::new(report)))
+}
+
+/// A finished selection run.
+struct Selected {
+    config: TrainConfig,
+    steps_per_epoch: u64,
+    state: TrainState,
+    best_dir: PathBuf,
+    final_params: ParamStore,
 }
 
 /// Epochs (rounded up) that `steps` steps cover.
