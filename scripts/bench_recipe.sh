@@ -7,6 +7,8 @@
 # the gate (only a held-out gain deploys) and is evaluated on the test side: dense, RRF, and
 # linear with the fusion weight chosen on held-out queries (recorded with the encoder).
 # Usage: bash scripts/bench_recipe.sh [cranfield] [scifact]   (default: both)
+# Env: LTRE_WORK (work dir), THREADS (default 2), RUNS (default "ltre in-batch hybrid-aware"; also
+# hybrid-pure: hybrid-aware with the hybrid loss only, --hybrid-dense-share 0).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,11 +37,12 @@ collection() { # name corpus queries train-qrels test-qrels [split args...]
   ev base-dense base dense
   ev base-rrf base hybrid --fusion rrf
   ev base-linear base hybrid --fusion linear
-  for run in ltre in-batch hybrid-aware; do
+  for run in ${RUNS:-ltre in-batch hybrid-aware}; do
     local extra=()
     case "$run" in
       in-batch) extra=(--objective in-batch) ;;
       hybrid-aware) extra=(--hybrid) ;;
+      hybrid-pure) extra=(--hybrid --hybrid-dense-share 0) ;;
     esac
     "$cli" train --index "$index" --queries "$queries" --qrels "$train" "${train_split[@]}" \
       --eval-qrels "$test" --encoder base --deploy --threads "$threads" \
@@ -61,7 +64,9 @@ print("| encoder | dense | RRF | linear (alpha) | held-out before -> best | lr, 
 print("|---|---|---|---|---|---|---|")
 print(f"| BM25 | {ndcg('bm25'):.4f} | | | | | |")
 print(f"| base | {ndcg('base-dense'):.4f} | {ndcg('base-rrf'):.4f} | {ndcg('base-linear'):.4f} (0.5) | | | |")
-for run in ["ltre", "in-batch", "hybrid-aware"]:
+for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure"]:
+    if not os.path.exists(os.path.join(out, f"train-{run}.json")):
+        continue
     s = json.load(open(os.path.join(out, f"train-{run}.json")))
     mode = json.load(open(os.path.join(out, f"eval-{run}-linear.json")))["mode"]
     alpha = mode.split("alpha ")[-1] if "alpha" in mode else "?"

@@ -37,9 +37,11 @@ ivf="IVF1024,PQ48np"
 for n in "${sizes[@]}"; do
   run index "$n"
   if [[ "$skip" != *" ann "* ]]; then
-    run ann "$n" "$ivf" nprobe 8,16,32,64
+    # V/R: R candidates re-scored exactly from the stored rows (AnnParams::rerank).
+    run ann "$n" "$ivf" nprobe 8,8/100,8/200,8/500,8/1000,16/1000
     run ann "$n" IVF1024,SQ8 nprobe 2,4,8,16
-    run ann "$n" HNSW32 ef 16,32,64,128
+    # @E: the HNSW graph built with efConstruction E (AnnOptions::ef_construction).
+    run ann "$n" HNSW32@100 ef 32,64,128,256,512
   fi
 done
 if [[ "$skip" != *" train "* ]]; then

@@ -90,6 +90,9 @@ pub struct Args {
     /// With --hybrid: the fusion weight of the dense side, in (0, 1].
     #[arg(long, requires = "hybrid")]
     hybrid_alpha: Option<f32>,
+    /// With --hybrid: the share of the plain dense LTRe loss mixed in, in [0, 1) (default 0.5).
+    #[arg(long, requires = "hybrid")]
+    hybrid_dense_share: Option<f32>,
     /// Without --config, --lr or --temperature, the learning rate and temperature are chosen on
     /// the held-out queries by short probes (the default recipe); this trains the defaults as
     /// they are instead.
@@ -121,6 +124,9 @@ pub fn run(args: Args) -> Result<()> {
         let mut hybrid = config.hybrid.unwrap_or_default();
         if let Some(alpha) = args.hybrid_alpha {
             hybrid.alpha = alpha;
+        }
+        if let Some(share) = args.hybrid_dense_share {
+            hybrid.dense_share = share;
         }
         config.hybrid = Some(hybrid);
     }

@@ -71,6 +71,21 @@ pub struct QueryLoss {
     pub pairs: usize,
 }
 
+impl QueryLoss {
+    /// `(1 - share) * self + share * other` (loss and gradient; pairs add up). Either side
+    /// missing (no pair) leaves the other as it is.
+    pub fn mix(this: Option<QueryLoss>, other: Option<QueryLoss>, share: f32) -> Option<QueryLoss> {
+        match (this, other) {
+            (Some(a), Some(b)) => Some(QueryLoss {
+                loss: (1.0 - share) * a.loss + share * b.loss,
+                grad: a.grad * (1.0 - share) + b.grad * share,
+                pairs: a.pairs + b.pairs,
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 fn softplus(x: f64) -> f64 {
     if x > 30.0 {
         x
@@ -607,5 +622,26 @@ mod tests {
         let (loss, g) = batch_gradient(&[Some(a), None], 2);
         assert_eq!(loss, 2.0);
         assert_eq!(g, array![[1.0, 2.0], [0.0, 0.0]]);
+    }
+
+    #[test]
+    fn mix_weighs_loss_and_gradient_and_keeps_a_lone_side() {
+        let a = QueryLoss {
+            loss: 1.0,
+            grad: array![1.0, 0.0],
+            pairs: 2,
+        };
+        let b = QueryLoss {
+            loss: 3.0,
+            grad: array![0.0, 2.0],
+            pairs: 5,
+        };
+        let m = QueryLoss::mix(Some(a.clone()), Some(b.clone()), 0.25).unwrap();
+        assert_eq!(m.loss, 1.5);
+        assert_eq!(m.grad, array![0.75, 0.5]);
+        assert_eq!(m.pairs, 7);
+        assert_eq!(QueryLoss::mix(None, Some(b.clone()), 0.25), Some(b));
+        assert_eq!(QueryLoss::mix(Some(a.clone()), None, 0.25), Some(a));
+        assert_eq!(QueryLoss::mix(None, None, 0.25), None);
     }
 }

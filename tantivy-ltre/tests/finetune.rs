@@ -545,6 +545,7 @@ fn hybrid_training_chooses_and_records_the_fusion_weight() {
     cfg.hybrid = Some(HybridConfig {
         alpha: 0.5,
         depth: 8,
+        ..HybridConfig::default()
     });
     let mut options = FineTuneOptions::new(cfg)
         .threads(1)

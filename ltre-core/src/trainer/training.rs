@@ -18,7 +18,7 @@ use crate::data::Qrels;
 use crate::hybrid::{hybrid_candidates, served_run, HybridConfig, LexicalList};
 use crate::loss::{self, Candidate, QueryLoss};
 use crate::metrics::{evaluate, Metric, Run};
-use crate::retrieval::DocumentIndex;
+use crate::retrieval::{DocumentIndex, Hit};
 use crate::train_step::QueryTower;
 use crate::{Error, Result};
 
@@ -428,67 +428,43 @@ impl Trainer {
         Ok(match self.config.objective {
             Objective::Ltre => {
                 let hits = hits.unwrap_or_default();
-                if let Some(hybrid) = &self.config.hybrid {
-                    let empty = Vec::new();
-                    return Ok(batch
-                        .iter()
-                        .zip(hits)
-                        .enumerate()
-                        .map(|(b, (&qi, hits))| {
-                            let tq = &self.train[qi];
-                            let lexical = self.lexical.get(&tq.id).unwrap_or(&empty);
-                            let judged: Vec<(usize, i32)> = tq.judged().collect();
-                            let (cands, offsets) =
-                                hybrid_candidates(&hits, lexical, &judged, hybrid);
-                            loss::ltre_loss_offsets(
-                                q.row(b),
-                                &cands,
-                                &offsets,
-                                docs,
-                                t,
-                                self.config.rr_cut,
-                                self.config.pair_weight,
-                            )
-                        })
-                        .collect());
-                }
+                let empty = Vec::new();
                 batch
                     .iter()
                     .zip(hits)
                     .enumerate()
                     .map(|(b, (&qi, hits))| {
                         let tq = &self.train[qi];
-                        let mut cands: Vec<Candidate> = hits
-                            .iter()
-                            .enumerate()
-                            .map(|(r, h)| {
-                                let grade = tq.grade_of(h.doc);
-                                Candidate {
-                                    doc: h.doc,
-                                    rank: Some(r + 1),
-                                    relevant: grade.is_some(),
-                                    grade: grade.unwrap_or(0),
-                                }
-                            })
-                            .collect();
-                        for (d, grade) in tq.judged() {
-                            if !hits.iter().any(|h| h.doc == d) {
-                                cands.push(Candidate {
-                                    doc: d,
-                                    rank: None,
-                                    relevant: true,
-                                    grade,
-                                });
-                            }
-                        }
-                        loss::ltre_loss_weighted(
+                        let dense = |share: f32| {
+                            (share > 0.0)
+                                .then(|| {
+                                    loss::ltre_loss_weighted(
+                                        q.row(b),
+                                        &dense_candidates(&hits, tq),
+                                        docs,
+                                        t,
+                                        self.config.rr_cut,
+                                        self.config.pair_weight,
+                                    )
+                                })
+                                .flatten()
+                        };
+                        let Some(hybrid) = &self.config.hybrid else {
+                            return dense(1.0);
+                        };
+                        let lexical = self.lexical.get(&tq.id).unwrap_or(&empty);
+                        let judged: Vec<(usize, i32)> = tq.judged().collect();
+                        let (cands, offsets) = hybrid_candidates(&hits, lexical, &judged, hybrid);
+                        let fused = loss::ltre_loss_offsets(
                             q.row(b),
                             &cands,
+                            &offsets,
                             docs,
                             t,
                             self.config.rr_cut,
                             self.config.pair_weight,
-                        )
+                        );
+                        QueryLoss::mix(fused, dense(hybrid.dense_share), hybrid.dense_share)
                     })
                     .collect()
             }
@@ -613,4 +589,33 @@ pub fn evaluate_ranking(
         }
     }
     Ok(evaluate(&run, &qrels, &[Metric::Ndcg(10)]).mean[0])
+}
+
+/// The plain LTRe candidates of a query: its dense top n, ranked, then the judged relevant
+/// documents outside it (unranked).
+fn dense_candidates(hits: &[Hit], tq: &TrainQuery) -> Vec<Candidate> {
+    let mut cands: Vec<Candidate> = hits
+        .iter()
+        .enumerate()
+        .map(|(r, h)| {
+            let grade = tq.grade_of(h.doc);
+            Candidate {
+                doc: h.doc,
+                rank: Some(r + 1),
+                relevant: grade.is_some(),
+                grade: grade.unwrap_or(0),
+            }
+        })
+        .collect();
+    for (d, grade) in tq.judged() {
+        if !hits.iter().any(|h| h.doc == d) {
+            cands.push(Candidate {
+                doc: d,
+                rank: None,
+                relevant: true,
+                grade,
+            });
+        }
+    }
+    cands
 }
