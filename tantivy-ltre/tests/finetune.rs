@@ -463,77 +463,38 @@ fn recipe_search_reports_its_trials_continues_the_chosen_one_and_resumes() {
     // The chosen probe continued: its directory holds the whole run.
     assert!(straight.run_dir.join("search").is_dir());
 
-    // Interrupted inside the search (the second probe), then resumed: the same result.
-    let stop = AtomicBool::new(false);
-    let mut probes = 0;
-    let outcome = index
-        .fine_tune(&data, &options("runs/resumed"), &stop, &mut |e| match e {
-            FineTuneEvent::PhaseStarted {
-                phase: Phase::Search,
-                ..
-            } => probes += 1,
-            FineTuneEvent::Step {
-                phase: Phase::Search,
-                step: 2,
-                ..
-            } if probes == 2 => stop.store(true, Ordering::SeqCst),
-            _ => {}
-        })
-        .unwrap();
-    assert!(
-        matches!(
-            outcome,
-            FineTuneOutcome::Interrupted {
-                phase: Phase::Search,
-                step: 2,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-    let resumed = finish(&index, &data, &options("runs/resumed"));
-    assert_eq!(resumed.search, straight.search);
-    assert_eq!(resumed.dev_curve, straight.dev_curve);
-    assert_eq!(
-        weights_sha256(&store, resumed.deployed_id().unwrap()),
-        weights_sha256(&store, straight.deployed_id().unwrap())
-    );
-
-    // Interrupted inside the rival full-length run (the second selection run), then resumed.
-    let stop = AtomicBool::new(false);
-    let mut runs = 0;
-    let outcome = index
-        .fine_tune(&data, &options("runs/rival"), &stop, &mut |e| match e {
-            FineTuneEvent::PhaseStarted {
-                phase: Phase::Select,
-                ..
-            } => runs += 1,
-            FineTuneEvent::Step {
-                phase: Phase::Select,
-                step: 2,
-                ..
-            } if runs == 2 => stop.store(true, Ordering::SeqCst),
-            _ => {}
-        })
-        .unwrap();
-    assert!(
-        matches!(
-            outcome,
-            FineTuneOutcome::Interrupted {
-                phase: Phase::Select,
-                step: 2,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-    let resumed = finish(&index, &data, &options("runs/rival"));
-    assert_eq!(resumed.search, straight.search);
-    assert_eq!(resumed.dev_curve, straight.dev_curve);
-    assert_eq!(
-        weights_sha256(&store, resumed.deployed_id().unwrap()),
-        weights_sha256(&store, straight.deployed_id().unwrap())
-    );
+    // Interrupted at step 2 of the second probe, or of the second full run (the rival with the
+    // trust region kept), then resumed: the same result.
+    for (phase, run) in [
+        (Phase::Search, "runs/resumed"),
+        (Phase::Select, "runs/rival"),
+    ] {
+        let stop = AtomicBool::new(false);
+        let mut started = 0;
+        let outcome = index
+            .fine_tune(&data, &options(run), &stop, &mut |e| match e {
+                FineTuneEvent::PhaseStarted { phase: p, .. } if *p == phase => started += 1,
+                FineTuneEvent::Step {
+                    phase: p, step: 2, ..
+                } if *p == phase && started == 2 => stop.store(true, Ordering::SeqCst),
+                _ => {}
+            })
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                FineTuneOutcome::Interrupted { phase: p, step: 2, .. } if p == phase
+            ),
+            "{outcome:?}"
+        );
+        let resumed = finish(&index, &data, &options(run));
+        assert_eq!(resumed.search, straight.search);
+        assert_eq!(resumed.dev_curve, straight.dev_curve);
+        assert_eq!(
+            weights_sha256(&store, resumed.deployed_id().unwrap()),
+            weights_sha256(&store, straight.deployed_id().unwrap())
+        );
+    }
 }
 
 #[test]
