@@ -242,12 +242,8 @@ pub fn choose_alpha(
             "document ids and vectors differ in number".into(),
         ));
     }
-    let mut scores = Vec::with_capacity(queries.len());
-    for chunk in queries.chunks(64) {
-        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
-        let q = tower.embed(&texts)?;
-        scores.extend(q.dot(&docs.t()).rows().into_iter().map(|r| r.to_owned()));
-    }
+    // Scored once: every weight of the grid fuses the same dense scores.
+    let scores = crate::trainer::embed_queries(tower, queries, 64)?.dot(&docs.t());
     let qrels: crate::data::Qrels = queries
         .iter()
         .map(|tq| (tq.id.clone(), tq.judged_ids(doc_ids)))
@@ -260,12 +256,9 @@ pub fn choose_alpha(
             ..HybridConfig::default()
         };
         let mut run = Run::new();
-        for (tq, row) in queries.iter().zip(&scores) {
+        for (tq, row) in queries.iter().zip(scores.rows()) {
             let list = lexical.get(&tq.id).map_or(&[][..], Vec::as_slice);
-            run.insert(
-                tq.id.clone(),
-                served_run(row.view(), list, &config, doc_ids),
-            );
+            run.insert(tq.id.clone(), served_run(row, list, &config, doc_ids));
         }
         table.push((alpha, evaluate(&run, &qrels, &[Metric::Ndcg(10)]).mean[0]));
     }

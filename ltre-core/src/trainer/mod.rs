@@ -26,6 +26,7 @@ mod state;
 mod training;
 
 pub use config::{Objective, TrainConfig};
+pub(crate) use queries::embed_queries;
 pub use queries::{join_queries, split_dev, TrainQuery};
 pub use state::{DevPoint, EpochRecord, RunOutcome, StepPhases, TrainState};
 pub use training::{evaluate_queries, evaluate_ranking, ProgressFn, Trainer};

@@ -1,11 +1,33 @@
-//! Data preparation: training queries joined with their relevant documents, and the seeded
-//! held-out split used for model selection.
+//! Data preparation: training queries joined with their relevant documents, their embeddings,
+//! and the seeded held-out split used for model selection.
 use std::collections::HashMap;
 
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 
+use ndarray::Array2;
+
 use crate::data::{Qrels, Query};
+use crate::train_step::QueryTower;
+use crate::{Error, Result};
+
+/// Embeddings of `queries` by `tower`, in order, `batch` texts per forward pass.
+pub(crate) fn embed_queries(
+    tower: &mut QueryTower,
+    queries: &[TrainQuery],
+    batch: usize,
+) -> Result<Array2<f32>> {
+    let mut rows = Vec::new();
+    let mut dim = 0;
+    for chunk in queries.chunks(batch.max(1)) {
+        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
+        let q = tower.embed(&texts)?;
+        dim = q.ncols();
+        rows.extend(q.iter().copied());
+    }
+    Array2::from_shape_vec((queries.len(), dim), rows)
+        .map_err(|e| Error::Invalid(format!("query embeddings: {e}")))
+}
 
 /// A training query with the rows of its relevant documents and their grades.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@ use ndarray::{Array2, ArrayView2};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+use super::queries::embed_queries;
 use super::run_dir::RunDir;
 use super::{
     DevPoint, EpochRecord, Objective, RunOutcome, StepPhases, TrainConfig, TrainQuery, TrainState,
@@ -91,7 +92,7 @@ impl Trainer {
         crate::retrieval::set_faiss_threads(1);
         // Before a checkpoint is loaded: the tower holds the start parameters.
         let anchors = if config.anchor > 0.0 {
-            embed_all(&mut tower, &train, config.batch_size)?
+            embed_queries(&mut tower, &train, config.batch_size)?
         } else {
             Array2::zeros((0, 0))
         };
@@ -281,9 +282,6 @@ impl Trainer {
         Ok(RunOutcome::Finished)
     }
 
-    /// Evaluates the held-out queries at the current step: a point of the curve, and the best
-    /// parameters so far when it beats every earlier point (strictly, so the start encoder
-    /// stays "best" unless training improves on it).
     /// Evaluates the held-out queries now (a point of [`TrainState::dev_curve`], saving the
     /// best parameters when it is the best point), unless the current step already has one.
     /// For callers that stop a run between scheduled points.
@@ -296,6 +294,9 @@ impl Trainer {
         self.checkpoint()
     }
 
+    /// Evaluates the held-out queries at the current step: a point of the curve, and the best
+    /// parameters so far when it beats every earlier point (strictly, so the start encoder
+    /// stays "best" unless training improves on it).
     fn observe(&mut self) -> Result<f64> {
         let dev = std::mem::take(&mut self.dev);
         let value = self.evaluate(&dev);
@@ -520,20 +521,6 @@ impl Trainer {
                 .collect(),
         })
     }
-}
-
-/// Embeddings of `queries` by `tower`, in order.
-fn embed_all(tower: &mut QueryTower, queries: &[TrainQuery], batch: usize) -> Result<Array2<f32>> {
-    let mut rows = Vec::new();
-    let mut dim = 0;
-    for chunk in queries.chunks(batch.max(1)) {
-        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
-        let q = tower.embed(&texts)?;
-        dim = q.ncols();
-        rows.extend(q.iter().copied());
-    }
-    Array2::from_shape_vec((queries.len(), dim), rows)
-        .map_err(|e| Error::Invalid(format!("query embeddings: {e}")))
 }
 
 fn pick(rows: &[usize], rng: &mut StdRng) -> usize {

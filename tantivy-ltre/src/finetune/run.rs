@@ -175,20 +175,15 @@ pub(super) fn fine_tune(
     };
     let mut config_owned = config.clone();
     if let (Some(hybrid), true) = (&mut config_owned.hybrid, options.choose_alpha) {
-        let (alpha, table) = choose_alpha(
+        hybrid.alpha = held_out_alpha(
             &mut tower,
             doc_vectors.view(),
             &doc_ids,
             &dev,
             &lexical,
             hybrid.depth,
+            "start",
         )?;
-        tracing::info!(
-            alpha,
-            ?table,
-            "fusion weight chosen on the held-out queries (start encoder)"
-        );
-        hybrid.alpha = alpha;
     }
     let config = &config_owned;
     let bm25 = bm25_candidates(target, &searcher, config.objective, &train, &doc_rows)?;
@@ -196,7 +191,17 @@ pub(super) fn fine_tune(
     let index = DocumentIndex::build(doc_vectors, &config.index, config.nprobe)?;
     // The default recipe first chooses the learning rate and temperature on the held-out
     // queries; the chosen probe's run directory is where the training run continues.
-    let (config, select_dir, mut trials, index, rivals) = match &options.search {
+    let probe = Probe {
+        base: config,
+        load_tower: &load_start,
+        doc_ids: &doc_ids,
+        train: &train,
+        dev: &dev,
+        bm25: &bm25,
+        lexical: &lexical,
+        run_dir: &run_dir,
+    };
+    let (config, select_dir, mut trials, mut documents, rivals) = match &options.search {
         None => (
             config.clone(),
             run_dir.clone(),
@@ -204,34 +209,22 @@ pub(super) fn fine_tune(
             index,
             Vec::new(),
         ),
-        Some(recipe) => {
-            let probe = Probe {
-                base: config,
-                load_tower: &load_start,
-                doc_ids: &doc_ids,
-                train: &train,
-                dev: &dev,
-                bm25: &bm25,
-                lexical: &lexical,
-                run_dir: &run_dir,
-            };
-            match search(&probe, recipe, index, stop, progress)? {
-                Searched::Chosen {
-                    config,
-                    dir,
-                    trials,
-                    index,
-                    rivals,
-                } => (*config, dir, trials, index, rivals),
-                Searched::Interrupted { step, dir } => {
-                    return Ok(interrupted(Phase::Search, step, dir))
-                }
+        Some(recipe) => match search(&probe, recipe, index, stop, progress)? {
+            Searched::Chosen {
+                config,
+                dir,
+                trials,
+                index,
+                rivals,
+            } => (*config, dir, trials, index, rivals),
+            Searched::Interrupted { step, dir } => {
+                return Ok(interrupted(Phase::Search, step, dir))
             }
-        }
+        },
     };
     // The chosen run, then its full-length rivals (other trust-region schedules, each in its
-    // own directory): the best held-out point wins.
-    let mut index = Some(index);
+    // own directory): the best held-out point wins. The one copy of the document vectors
+    // moves from trainer to trainer.
     let mut start_tower = Some(tower);
     let mut selected: Option<Selected> = None;
     let max_drop = options.search.as_ref().map_or(0.0, |r| r.max_drop);
@@ -242,21 +235,7 @@ pub(super) fn fine_tune(
             Some(tower) => tower,
             None => load_start()?,
         };
-        let documents = match index.take() {
-            Some(index) => index,
-            None => return Err(Error::Invalid("the document index was lost".into())),
-        };
-        let mut trainer = Trainer::with_index(
-            config.clone(),
-            tower,
-            doc_ids.clone(),
-            documents,
-            train.clone(),
-            dev.clone(),
-            &dir,
-        )?
-        .with_bm25_candidates(bm25.clone())
-        .with_lexical(lexical.clone());
+        let mut trainer = probe.trainer(config.clone(), tower, documents, &dir)?;
         if let Some(step) = run_phase(&mut trainer, Phase::Select, train.len(), stop, progress)? {
             return Ok(interrupted(Phase::Select, step, dir));
         }
@@ -267,7 +246,7 @@ pub(super) fn fine_tune(
             final_params: trainer.tower().params().clone(),
             config,
         };
-        index = Some(trainer.into_documents());
+        documents = trainer.into_documents();
         if options.search.is_some() {
             let trial = Trial::of_run(&run.config, &run.state, u64::MAX, max_drop);
             progress(&FineTuneEvent::Trial(trial.clone()));
@@ -302,10 +281,6 @@ pub(super) fn fine_tune(
         state.best_epoch as u64 * train_steps_per_epoch
     };
     let improved = best_step > 0;
-    // The one copy of the document vectors moves on from trainer to trainer.
-    let Some(mut documents) = index else {
-        return Err(Error::Invalid("the document index was lost".into()));
-    };
 
     let mut tower = load_start()?;
     let hybrid = config.hybrid.map(|h| (h, &lexical));
@@ -366,20 +341,15 @@ pub(super) fn fine_tune(
     let fusion_alpha = if lexical.is_empty() || dev.is_empty() {
         None
     } else {
-        let (alpha, table) = choose_alpha(
+        Some(held_out_alpha(
             &mut tower,
             documents.vectors(),
             &doc_ids,
             &dev,
             &lexical,
             depth,
-        )?;
-        tracing::info!(
-            alpha,
-            ?table,
-            "fusion weight chosen on the held-out queries"
-        );
-        Some(alpha)
+            "trained",
+        )?)
     };
 
     // LTRe never writes documents: a change means another writer committed meanwhile, and
@@ -430,6 +400,27 @@ pub(super) fn fine_tune(
         serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&run_dir.join("summary.json"), summary.as_bytes())?;
     Ok(FineTuneOutcome::Finished(Box::new(report)))
+}
+
+/// The linear fusion weight with the best nDCG@10 on the held-out queries `dev` for `tower`
+/// (logged with the whole grid, naming `encoder`).
+fn held_out_alpha(
+    tower: &mut QueryTower,
+    docs: ArrayView2<f32>,
+    doc_ids: &[String],
+    dev: &[TrainQuery],
+    lexical: &HashMap<String, LexicalList>,
+    depth: usize,
+    encoder: &str,
+) -> Result<f32> {
+    let (alpha, table) = choose_alpha(tower, docs, doc_ids, dev, lexical, depth)?;
+    tracing::info!(
+        alpha,
+        ?table,
+        encoder,
+        "fusion weight chosen on the held-out queries"
+    );
+    Ok(alpha)
 }
 
 /// A finished selection run.

@@ -152,6 +152,30 @@ pub(super) struct Probe<'a> {
     pub run_dir: &'a Path,
 }
 
+impl Probe<'_> {
+    /// A trainer of `config` over the shared inputs, from `tower` (the start encoder),
+    /// checkpointing in `dir`.
+    pub fn trainer(
+        &self,
+        config: TrainConfig,
+        tower: QueryTower,
+        index: DocumentIndex,
+        dir: &Path,
+    ) -> Result<Trainer> {
+        Ok(Trainer::with_index(
+            config,
+            tower,
+            self.doc_ids.to_vec(),
+            index,
+            self.train.to_vec(),
+            self.dev.to_vec(),
+            dir,
+        )?
+        .with_bm25_candidates(self.bm25.clone())
+        .with_lexical(self.lexical.clone()))
+    }
+}
+
 /// The search's result: the configuration and run directory to continue, and the index back.
 pub(super) enum Searched {
     Chosen {
@@ -296,17 +320,7 @@ fn run_probe(
     config.optimizer.lr = lr;
     config.temperature = temperature;
     let dir = trial_dir(probe.run_dir, lr, temperature);
-    let mut trainer = Trainer::with_index(
-        config,
-        (probe.load_tower)()?,
-        probe.doc_ids.to_vec(),
-        index,
-        probe.train.to_vec(),
-        probe.dev.to_vec(),
-        &dir,
-    )?
-    .with_bm25_candidates(probe.bm25.clone())
-    .with_lexical(probe.lexical.clone());
+    let mut trainer = probe.trainer(config, (probe.load_tower)()?, index, &dir)?;
     let steps = ((trainer.steps_per_epoch() as f32 * search.probe_epochs).ceil() as u64)
         .clamp(1, trainer.total_steps().max(1));
     // The probe is the real run stopped early: its own flag ends it after `steps`.
