@@ -111,10 +111,7 @@ impl RetrievalArgs {
             fusion: match self.fusion {
                 FusionKind::Rrf => FusionMethod::Rrf { k: self.rrf_k },
                 FusionKind::Linear => FusionMethod::Linear {
-                    alpha: self
-                        .alpha
-                        .or_else(|| index.fusion_alpha())
-                        .unwrap_or(DEFAULT_ALPHA),
+                    alpha: self.alpha.unwrap_or_else(|| index.linear_fusion_alpha()),
                     normalization: self.normalization,
                 },
                 FusionKind::Cascade => FusionMethod::Cascade,
@@ -131,9 +128,6 @@ impl RetrievalArgs {
         Ok(options)
     }
 }
-
-/// The linear fusion weight without --alpha or a recorded one.
-const DEFAULT_ALPHA: f32 = 0.5;
 
 /// Runs `ltre-cli search`.
 pub fn run(args: Args) -> Result<()> {

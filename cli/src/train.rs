@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use ltre_core::data::QuerySplit;
 use ltre_core::trainer::{Objective, TrainConfig};
 use tantivy_ltre::feedback::{keyed_by_text, FeedbackLog, FeedbackPolicy};
 use tantivy_ltre::finetune::{
@@ -180,12 +179,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(p) = &args.eval_qrels {
         // `--split` trains on one half; the report's numbers are on the other.
         options.eval = Some(match args.split.half() {
-            Some((QuerySplit::Train, seed)) => {
-                read_beir_judged_half(queries()?, p, QuerySplit::Test, seed)?
-            }
-            Some((QuerySplit::Test, seed)) => {
-                read_beir_judged_half(queries()?, p, QuerySplit::Train, seed)?
-            }
+            Some((half, seed)) => read_beir_judged_half(queries()?, p, half.other(), seed)?,
             None => read_beir_judged(queries()?, p)?,
         });
     }

@@ -252,6 +252,13 @@ impl LtreIndex {
         (0.0..=1.0).contains(&alpha).then_some(alpha as f32)
     }
 
+    /// The weight a linear hybrid search of this index should use: [`LtreIndex::fusion_alpha`],
+    /// else equal weights ([`HybridConfig::default`](ltre_core::hybrid::HybridConfig)).
+    pub fn linear_fusion_alpha(&self) -> f32 {
+        self.fusion_alpha()
+            .unwrap_or_else(|| ltre_core::hybrid::HybridConfig::default().alpha)
+    }
+
     /// The id of the query encoder in use, `None` when none was loaded.
     pub fn query_encoder_id(&self) -> Option<String> {
         match self.encoder.as_ref()? {

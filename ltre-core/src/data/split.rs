@@ -28,6 +28,16 @@ pub enum QuerySplit {
     Test,
 }
 
+impl QuerySplit {
+    /// The other half: what a model trained on this one is evaluated on.
+    pub fn other(self) -> QuerySplit {
+        match self {
+            QuerySplit::Train => QuerySplit::Test,
+            QuerySplit::Test => QuerySplit::Train,
+        }
+    }
+}
+
 /// The judgements of one half of the queries of `qrels`: ids sorted, shuffled with `seed`, the
 /// first `ceil(n / 2)` train and the rest test.
 pub fn split_queries(qrels: &Qrels, split: QuerySplit, seed: u64) -> Qrels {
@@ -67,5 +77,7 @@ mod tests {
         assert_ne!(split_queries(&all, QuerySplit::Train, 14), train);
         // Deterministic whatever the file order: a BTreeMap has one order per id set.
         assert!(split_queries(&Qrels::new(), QuerySplit::Test, 13).is_empty());
+        assert_eq!(QuerySplit::Train.other(), QuerySplit::Test);
+        assert_eq!(QuerySplit::Test.other(), QuerySplit::Train);
     }
 }
