@@ -86,35 +86,7 @@ impl AnnOptions {
         self.ef_construction = Some(ef_construction);
         self
     }
-}
 
-/// Query-time parameters of the approximate index (`None` keeps the index's value).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AnnParams {
-    /// IVF lists probed per query.
-    pub nprobe: Option<usize>,
-    /// HNSW candidate list size.
-    pub ef_search: Option<usize>,
-    /// Candidates fetched from the approximate index per segment (`None`: k). Every candidate
-    /// is re-scored exactly from the segment's stored vector, so hits always carry the true
-    /// inner product and rank like the exact scan's: a quantised index (`PQ`, `SQ`) only has
-    /// to put the true top k among its `rerank` best, which a few hundred candidates do where
-    /// its own top k does not (BENCHMARKS.md: IVF-PQ recall@10).
-    pub rerank: Option<usize>,
-}
-
-impl AnnParams {
-    /// The number of candidates to fetch for a top `k` (at least `k`).
-    pub fn candidates(&self, k: usize) -> usize {
-        self.rerank.unwrap_or(k).max(k)
-    }
-}
-
-fn faiss_error(e: faiss::error::Error) -> Error {
-    Error::Faiss(e.to_string())
-}
-
-impl AnnOptions {
     /// Checks that Faiss understands the options for vectors of `dim` dimensions, so that a bad
     /// factory string fails when the index is created rather than at every segment build
     /// (where a failure leaves the segment to the exact scan, with only a warning).
@@ -144,6 +116,32 @@ impl AnnOptions {
         }
         Ok(index)
     }
+}
+
+/// Query-time parameters of the approximate index (`None` keeps the index's value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnnParams {
+    /// IVF lists probed per query.
+    pub nprobe: Option<usize>,
+    /// HNSW candidate list size.
+    pub ef_search: Option<usize>,
+    /// Candidates fetched from the approximate index per segment (`None`: k). Every candidate
+    /// is re-scored exactly from the segment's stored vector, so hits always carry the true
+    /// inner product and rank like the exact scan's: a quantised index (`PQ`, `SQ`) only has
+    /// to put the true top k among its `rerank` best, which a few hundred candidates do where
+    /// its own top k does not (BENCHMARKS.md: IVF-PQ recall@10).
+    pub rerank: Option<usize>,
+}
+
+impl AnnParams {
+    /// The number of candidates to fetch for a top `k` (at least `k`).
+    pub fn candidates(&self, k: usize) -> usize {
+        self.rerank.unwrap_or(k).max(k)
+    }
+}
+
+fn faiss_error(e: faiss::error::Error) -> Error {
+    Error::Faiss(e.to_string())
 }
 
 /// Builds a Faiss index over `rows` (`n * dim` floats) and serializes it.
