@@ -7,8 +7,11 @@
 # the gate (only a held-out gain deploys) and is evaluated on the test side: dense, RRF, and
 # linear with the fusion weight chosen on held-out queries (recorded with the encoder).
 # Usage: bash scripts/bench_recipe.sh [cranfield] [scifact]   (default: both)
-# Env: LTRE_WORK (work dir), THREADS (default 2), RUNS (default "ltre in-batch hybrid-aware"; also
-# hybrid-pure: hybrid-aware with the hybrid loss only, --hybrid-dense-share 0).
+# Env: LTRE_WORK (work dir), THREADS (default 2), RUNS (default "ltre in-batch hybrid-aware"; also the
+# hybrid-aware ablations hybrid-pure: the hybrid loss only, --hybrid-dense-share 0; hybrid-range: the
+# gradient through the min-max range, --hybrid-range-gradient true; hybrid-alpha08: trained at fusion
+# weight 0.8, --hybrid-alpha 0.8). On SciFact each linear hybrid is also compared per query with
+# LTRe's and in-batch's (scripts/paired_ndcg.py: mean difference and bootstrap 95% interval).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -37,12 +40,15 @@ collection() { # name corpus queries train-qrels test-qrels [split args...]
   ev base-dense base dense
   ev base-rrf base hybrid --fusion rrf
   ev base-linear base hybrid --fusion linear
-  for run in ${RUNS:-ltre in-batch hybrid-aware}; do
+  RUNS_DONE="${RUNS:-ltre in-batch hybrid-aware}"
+  for run in $RUNS_DONE; do
     local extra=()
     case "$run" in
       in-batch) extra=(--objective in-batch) ;;
       hybrid-aware) extra=(--hybrid) ;;
       hybrid-pure) extra=(--hybrid --hybrid-dense-share 0) ;;
+      hybrid-range) extra=(--hybrid --hybrid-range-gradient true) ;;
+      hybrid-alpha08) extra=(--hybrid --hybrid-alpha 0.8) ;;
     esac
     "$cli" train --index "$index" --queries "$queries" --qrels "$train" "${train_split[@]}" \
       --eval-qrels "$test" --encoder base --deploy --threads "$threads" \
@@ -51,7 +57,7 @@ collection() { # name corpus queries train-qrels test-qrels [split args...]
     id=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["deployment"]; print(d.get("id","base"))' "$out/train-$run.json")
     ev "$run-dense" "$id" dense
     ev "$run-rrf" "$id" hybrid --fusion rrf
-    ev "$run-linear" "$id" hybrid --fusion linear
+    ev "$run-linear" "$id" hybrid --fusion linear --run-file "$out/$run-linear.trec"
   done
   python3 - "$out" "$name" <<'PY'
 import json, os, sys
@@ -64,7 +70,7 @@ print("| encoder | dense | RRF | linear (alpha) | held-out before -> best | lr, 
 print("|---|---|---|---|---|---|---|")
 print(f"| BM25 | {ndcg('bm25'):.4f} | | | | | |")
 print(f"| base | {ndcg('base-dense'):.4f} | {ndcg('base-rrf'):.4f} | {ndcg('base-linear'):.4f} (0.5) | | | |")
-for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure"]:
+for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure", "hybrid-range", "hybrid-alpha08"]:
     if not os.path.exists(os.path.join(out, f"train-{run}.json")):
         continue
     s = json.load(open(os.path.join(out, f"train-{run}.json")))
@@ -75,6 +81,12 @@ for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure"]:
     print(f"| {run} | {ndcg(run + '-dense'):.4f} | {ndcg(run + '-rrf'):.4f} | {ndcg(run + '-linear'):.4f} ({alpha}) "
           f"| {s['baseline_dev_ndcg10']:.4f} -> {s['best_dev_ndcg10']:.4f} | {c['optimizer']['lr']:g}, {c['temperature']:g} | {dep} |")
 PY
+  if [ ${#test_split[@]} -eq 0 ]; then # BEIR qrels: per-query comparison of the linear hybrids
+    for a in $RUNS_DONE; do for b in ltre in-batch; do
+      [ "$a" != "$b" ] && [ -f "$out/$a-linear.trec" ] && [ -f "$out/$b-linear.trec" ] || continue
+      echo "$a vs $b (linear): $(python3 scripts/paired_ndcg.py "$test" "$out/$a-linear.trec" "$out/$b-linear.trec")"
+    done; done
+  fi
 }
 
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(cranfield scifact)

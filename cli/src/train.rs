@@ -92,6 +92,10 @@ pub struct Args {
     /// With --hybrid: the share of the plain dense LTRe loss mixed in, in [0, 1) (default 0.5).
     #[arg(long, requires = "hybrid")]
     hybrid_dense_share: Option<f32>,
+    /// With --hybrid: whether the gradient flows through the dense leg's min-max range, so the
+    /// query learns how much BM25 weighs for it (true or false).
+    #[arg(long, requires = "hybrid", value_name = "BOOL")]
+    hybrid_range_gradient: Option<bool>,
     /// Without --config, --lr or --temperature, the learning rate and temperature are chosen on
     /// the held-out queries by short probes (the default recipe); this trains the defaults as
     /// they are instead.
@@ -126,6 +130,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         if let Some(share) = args.hybrid_dense_share {
             hybrid.dense_share = share;
+        }
+        if let Some(through) = args.hybrid_range_gradient {
+            hybrid.range_gradient = through;
         }
         config.hybrid = Some(hybrid);
     }

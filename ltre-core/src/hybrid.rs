@@ -8,18 +8,22 @@
 //!
 //! For the pair scores, `f` is written in dense units: `f` orders documents as
 //! `h(d) = <q, d> + c(d)` with `c(d) = (1 - alpha) / alpha * range * ln(d)`, `range` being the
-//! dense leg's max - min (held constant, as the gradient of a rank statistic's normaliser is
-//! not what should move the query). The loss is then LTRe's on `t * h`, so the BM25 evidence
-//! enters as a fixed per-document offset and the gradient flows through the dense part only:
-//! the query learns what BM25 does not already contribute. With `alpha = 1` the offsets vanish
-//! and this is plain LTRe. Learning only that weakens the dense ranking, which the index also
-//! serves on its own, so [`HybridConfig::dense_share`] mixes plain LTRe's loss back in.
+//! dense leg's max - min. The loss is then LTRe's on `t * h`, so the BM25 evidence enters as a
+//! per-document offset and the gradient flows through the dense part only: the query learns
+//! what BM25 does not already contribute. With `alpha = 1` the offsets vanish and this is plain
+//! LTRe. Learning only that weakens the dense ranking, which the index also serves on its own,
+//! so [`HybridConfig::dense_share`] mixes plain LTRe's loss back in.
+//!
+//! `range` is `<q, d_first - d_last>` over the dense leg's first and last documents, so it is
+//! the query's too: with [`HybridConfig::range_gradient`] the gradient flows through it, and
+//! the query learns how much BM25 should weigh for it (a wide range scales BM25 up, in dense
+//! units). Otherwise `range` is held constant.
 use std::collections::HashMap;
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use crate::loss::Candidate;
+use crate::loss::{ltre_loss_offsets, Candidate, Offsets, PairWeight, QueryLoss};
 use crate::retrieval::Hit;
 use crate::{Error, Result};
 
@@ -38,6 +42,14 @@ pub struct HybridConfig {
     /// Absent from a stored configuration: 0, hybrid loss only (what such runs trained with).
     #[serde(default)]
     pub dense_share: f32,
+    /// Let the gradient flow through the dense leg's min-max range (see the module docs).
+    /// Absent from a stored configuration: off, the range held constant.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub range_gradient: bool,
+}
+
+fn is_false(x: &bool) -> bool {
+    !x
 }
 
 fn default_depth() -> usize {
@@ -51,6 +63,7 @@ impl Default for HybridConfig {
             alpha: 0.5,
             depth: default_depth(),
             dense_share: 0.5,
+            range_gradient: false,
         }
     }
 }
@@ -116,15 +129,70 @@ pub fn fuse_min_max(
     fused
 }
 
-/// The candidates of one query for the hybrid loss and their score offsets (in dense units):
-/// the dense top-n `hits`, the BM25 list and the judged documents, ranked by the served
-/// fusion (`None`: not served), with `grade_of(row)` giving a judged document's grade.
+/// One query's candidates for the hybrid loss ([`hybrid_candidates`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HybridCandidates {
+    /// Ranked by the served fusion (`rank: None`: not served).
+    pub candidates: Vec<Candidate>,
+    /// `(1 - alpha) / alpha * ln(d)` per candidate: its BM25 evidence per unit of the dense
+    /// leg's range.
+    pub lexical: Vec<f64>,
+    /// Rows of the dense leg's first and last documents, whose score gap is its range (`None`
+    /// when the leg has fewer than two documents or no range: then BM25 only breaks ties).
+    pub span: Option<(usize, usize)>,
+    /// The range as retrieved.
+    pub range: f64,
+}
+
+impl HybridCandidates {
+    /// The offsets in dense units at the retrieved range, `range * lexical`.
+    pub fn offsets(&self) -> Vec<f64> {
+        self.lexical.iter().map(|w| w * self.range).collect()
+    }
+
+    /// LTRe's loss on the fused scores `t * h` (see the module docs); with `range_gradient`,
+    /// the gradient flows through the range as well.
+    pub fn loss(
+        &self,
+        q: ndarray::ArrayView1<f32>,
+        docs: ArrayView2<f32>,
+        temperature: f32,
+        rr_cut: usize,
+        weight: PairWeight,
+        range_gradient: bool,
+    ) -> Option<QueryLoss> {
+        let loss = |offsets| {
+            ltre_loss_offsets(
+                q,
+                &self.candidates,
+                offsets,
+                docs,
+                temperature,
+                rr_cut,
+                weight,
+            )
+        };
+        match self.span {
+            Some((first, last)) if range_gradient => {
+                let direction = &docs.row(first) - &docs.row(last);
+                loss(Offsets::Scaled {
+                    weights: &self.lexical,
+                    direction: direction.view(),
+                })
+            }
+            _ => loss(Offsets::Fixed(&self.offsets())),
+        }
+    }
+}
+
+/// The candidates of one query for the hybrid loss: the dense top-n `hits`, the BM25 list and
+/// the judged documents `(row, grade)`, ranked by the served fusion.
 pub fn hybrid_candidates(
     hits: &[Hit],
     lexical: &[(usize, f32)],
     judged: &[(usize, i32)],
     config: &HybridConfig,
-) -> (Vec<Candidate>, Vec<f64>) {
+) -> HybridCandidates {
     let dense: Vec<(usize, f32)> = hits
         .iter()
         .take(config.depth)
@@ -138,12 +206,15 @@ pub fn hybrid_candidates(
         .map(|(r, x)| (x.0, r + 1))
         .collect();
     let ln = normalised(lexical);
-    let (_, range) = min_max(&dense);
-    let scale = if range.is_finite() && range > 0.0 {
-        ((1.0 - config.alpha) / config.alpha * range) as f64
-    } else {
-        0.0
+    let top = dense.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    let bottom = dense.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+    let (range, span) = match (top, bottom) {
+        (Some(top), Some(bottom)) if (top.1 - bottom.1).is_finite() && top.1 > bottom.1 => {
+            ((top.1 - bottom.1) as f64, Some((top.0, bottom.0)))
+        }
+        _ => (0.0, None),
     };
+    let kappa = ((1.0 - config.alpha) / config.alpha) as f64;
     let grade: HashMap<usize, i32> = judged.iter().copied().collect();
     let mut rows: Vec<usize> = fused.iter().map(|x| x.0).collect();
     for row in hits.iter().map(|h| h.doc).chain(judged.iter().map(|j| j.0)) {
@@ -151,9 +222,9 @@ pub fn hybrid_candidates(
             rows.push(row);
         }
     }
-    let offsets = rows
+    let weights = rows
         .iter()
-        .map(|r| scale * ln.get(r).copied().unwrap_or(0.0) as f64)
+        .map(|r| kappa * ln.get(r).copied().unwrap_or(0.0) as f64)
         .collect();
     let candidates = rows
         .into_iter()
@@ -164,7 +235,12 @@ pub fn hybrid_candidates(
             grade: grade.get(&doc).copied().unwrap_or(0),
         })
         .collect();
-    (candidates, offsets)
+    HybridCandidates {
+        candidates,
+        lexical: weights,
+        span,
+        range,
+    }
 }
 
 /// The served hybrid ranking of one query from its dense scores over every document
@@ -278,8 +354,8 @@ pub fn choose_alpha(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::{ltre_loss_offsets, ltre_loss_weighted, PairWeight};
-    use ndarray::{array, Array2};
+    use crate::loss::ltre_loss_weighted;
+    use ndarray::{array, Array1, Array2};
 
     #[test]
     fn fusion_matches_the_served_formula() {
@@ -309,7 +385,8 @@ mod tests {
             depth: 4,
             ..HybridConfig::default()
         };
-        let (cands, offsets) = hybrid_candidates(&hits, &lexical, &[(2, 1)], &config);
+        let hybrid = hybrid_candidates(&hits, &lexical, &[(2, 1)], &config);
+        let (cands, offsets) = (&hybrid.candidates, hybrid.offsets());
         // h = <q,d> + offset ranks exactly like the served fusion (every doc is in the dense leg).
         let mut by_h: Vec<(usize, f64)> = cands
             .iter()
@@ -326,7 +403,7 @@ mod tests {
         .map(|x| x.0)
         .collect();
         assert_eq!(by_h.iter().map(|x| x.0).collect::<Vec<_>>(), served);
-        for c in &cands {
+        for c in cands {
             assert_eq!(c.rank.map(|r| served[r - 1]), Some(c.doc));
         }
         // alpha = 1: plain LTRe on the dense ranking, offsets all 0.
@@ -335,30 +412,32 @@ mod tests {
             depth: 4,
             ..HybridConfig::default()
         };
-        let (cands, offsets) = hybrid_candidates(&hits, &lexical, &[(2, 1)], &dense_only);
-        assert!(offsets.iter().all(|o| *o == 0.0));
-        let a = ltre_loss_offsets(
-            q.view(),
-            &cands,
-            &offsets,
-            docs.view(),
-            20.0,
-            200,
-            PairWeight::ReciprocalRank,
-        );
+        let hybrid = hybrid_candidates(&hits, &lexical, &[(2, 1)], &dense_only);
+        assert!(hybrid.offsets().iter().all(|o| *o == 0.0));
         let b = ltre_loss_weighted(
             q.view(),
-            &cands,
+            &hybrid.candidates,
             docs.view(),
             20.0,
             200,
             PairWeight::ReciprocalRank,
         );
-        assert_eq!(a, b);
+        for range_gradient in [false, true] {
+            let a = hybrid.loss(
+                q.view(),
+                docs.view(),
+                20.0,
+                200,
+                PairWeight::ReciprocalRank,
+                range_gradient,
+            );
+            assert_eq!(a, b);
+        }
         let bad = |alpha, depth, dense_share| HybridConfig {
             alpha,
             depth,
             dense_share,
+            range_gradient: false,
         };
         assert!(bad(0.0, 1, 0.0).validate().is_err());
         assert!(bad(0.5, 0, 0.0).validate().is_err());
@@ -367,6 +446,87 @@ mod tests {
         // A configuration stored before dense_share existed trains as it did: hybrid loss only.
         let old: HybridConfig = serde_json::from_str(r#"{"alpha": 0.5, "depth": 100}"#).unwrap();
         assert_eq!(old.dense_share, 0.0);
+        assert!(!old.range_gradient);
+    }
+
+    #[test]
+    fn range_gradient_matches_finite_differences() {
+        let docs: Array2<f32> = array![
+            [1.0, 0.0, 0.0],
+            [0.6, 0.8, 0.0],
+            [0.0, 0.6, 0.8],
+            [0.3, 0.3, 0.9],
+            [0.0, 1.0, 0.0]
+        ];
+        let q = array![0.5f32, 0.6, 0.3];
+        let lexical = vec![(3, 9.0), (4, 4.0), (1, 2.0), (0, 1.0)];
+        let config = HybridConfig {
+            alpha: 0.5,
+            depth: 5,
+            ..HybridConfig::default()
+        };
+        let judged = [(3, 2), (2, 1)];
+        // The loss at q2, the candidates (ranks, span) fixed at q, as in a training step.
+        let hits = |q: &Array1<f32>| {
+            let s = docs.dot(q);
+            let mut hits: Vec<Hit> = (0..5)
+                .map(|d| Hit {
+                    doc: d,
+                    score: s[d],
+                })
+                .collect();
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits
+        };
+        let hybrid = hybrid_candidates(&hits(&q), &lexical, &judged, &config);
+        let loss = |q: &Array1<f32>, through: bool| {
+            hybrid
+                .loss(
+                    q.view(),
+                    docs.view(),
+                    5.0,
+                    200,
+                    PairWeight::DeltaNdcg,
+                    through,
+                )
+                .unwrap()
+        };
+        let h = 1e-3;
+        for through in [false, true] {
+            let analytic = loss(&q, through).grad;
+            for k in 0..q.len() {
+                let (mut a, mut b) = (q.clone(), q.clone());
+                a[k] += h;
+                b[k] -= h;
+                let numeric = if through {
+                    (loss(&a, true).loss - loss(&b, true).loss) / (2.0 * h)
+                } else {
+                    // The constant range: offsets frozen at q's.
+                    let frozen = |x: &Array1<f32>| {
+                        ltre_loss_offsets(
+                            x.view(),
+                            &hybrid.candidates,
+                            Offsets::Fixed(&hybrid.offsets()),
+                            docs.view(),
+                            5.0,
+                            200,
+                            PairWeight::DeltaNdcg,
+                        )
+                        .unwrap()
+                        .loss
+                    };
+                    (frozen(&a) - frozen(&b)) / (2.0 * h)
+                };
+                assert!(
+                    (analytic[k] - numeric).abs() < 2e-3,
+                    "{through}: {} vs {numeric}",
+                    analytic[k]
+                );
+            }
+        }
+        // At q, both forms score the same: the span's gap is the retrieved range.
+        assert!((loss(&q, true).loss - loss(&q, false).loss).abs() < 1e-6);
+        assert_ne!(loss(&q, true).grad, loss(&q, false).grad);
     }
 
     #[test]

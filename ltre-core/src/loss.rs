@@ -184,13 +184,29 @@ pub fn ltre_loss_weighted(
     ltre_pairs(q, candidates, None, docs, temperature, rr_cut, weight)
 }
 
-/// [`ltre_loss_weighted`] with a fixed offset added to each candidate's inner product:
-/// `s_i = t * (<q, d_i> + offsets[i])`, the offsets carrying evidence the query cannot change
-/// (hybrid-aware LTRe's BM25 share, see [`crate::hybrid`]). The gradient is the same form.
+/// What [`ltre_loss_offsets`] adds to each candidate's inner product.
+#[derive(Debug, Clone, Copy)]
+pub enum Offsets<'a> {
+    /// `s_i = t (<q, d_i> + o_i)`: evidence the query cannot change.
+    Fixed(&'a [f64]),
+    /// `s_i = t (<q, d_i> + w_i <q, v>)`: evidence on a scale the query sets, its projection
+    /// on `v` (hybrid-aware LTRe's BM25 share is in units of the dense leg's range); the
+    /// gradient flows through that projection too.
+    Scaled {
+        /// `w_i`, one per candidate.
+        weights: &'a [f64],
+        /// `v`.
+        direction: ArrayView1<'a, f32>,
+    },
+}
+
+/// [`ltre_loss_weighted`] with an offset added to each candidate's inner product (hybrid-aware
+/// LTRe's BM25 share, see [`crate::hybrid`]). The gradient is the same form, plus the
+/// direction's term for [`Offsets::Scaled`].
 pub fn ltre_loss_offsets(
     q: ArrayView1<f32>,
     candidates: &[Candidate],
-    offsets: &[f64],
+    offsets: Offsets,
     docs: ArrayView2<f32>,
     temperature: f32,
     rr_cut: usize,
@@ -210,18 +226,23 @@ pub fn ltre_loss_offsets(
 fn ltre_pairs(
     q: ArrayView1<f32>,
     candidates: &[Candidate],
-    offsets: Option<&[f64]>,
+    offsets: Option<Offsets>,
     docs: ArrayView2<f32>,
     temperature: f32,
     rr_cut: usize,
     weight: PairWeight,
 ) -> Option<QueryLoss> {
     let t = temperature as f64;
+    let (weights, scale) = match offsets {
+        None => (None, 0.0),
+        Some(Offsets::Fixed(o)) => (Some(o), 1.0),
+        Some(Offsets::Scaled { weights, direction }) => (Some(weights), direction.dot(&q) as f64),
+    };
     let scores: Vec<f64> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let offset = offsets.and_then(|o| o.get(i)).copied().unwrap_or(0.0);
+            let offset = weights.and_then(|o| o.get(i)).copied().unwrap_or(0.0) * scale;
             // Without offsets, the same expression as always (bit-identical runs).
             match offsets {
                 None => t * docs.row(c.doc).dot(&q) as f64,
@@ -268,6 +289,10 @@ fn ltre_pairs(
         if k != 0.0 {
             grad.scaled_add(k * t / wsum, &docs.row(c.doc).mapv(f64::from));
         }
+    }
+    if let (Some(Offsets::Scaled { direction, .. }), Some(w)) = (offsets, weights) {
+        let k: f64 = coef.iter().zip(w).map(|(c, w)| c * w).sum();
+        grad.scaled_add(k * t / wsum, &direction.mapv(f64::from));
     }
     Some(QueryLoss {
         loss: (loss / wsum) as f32,

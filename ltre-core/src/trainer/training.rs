@@ -455,15 +455,13 @@ impl Trainer {
                         };
                         let lexical = self.lexical.get(&tq.id).unwrap_or(&empty);
                         let judged: Vec<(usize, i32)> = tq.judged().collect();
-                        let (cands, offsets) = hybrid_candidates(&hits, lexical, &judged, hybrid);
-                        let fused = loss::ltre_loss_offsets(
+                        let fused = hybrid_candidates(&hits, lexical, &judged, hybrid).loss(
                             q.row(b),
-                            &cands,
-                            &offsets,
                             docs,
                             t,
                             self.config.rr_cut,
                             self.config.pair_weight,
+                            hybrid.range_gradient,
                         );
                         QueryLoss::mix(fused, dense(hybrid.dense_share), hybrid.dense_share)
                     })

@@ -151,6 +151,9 @@ impl fmt::Display for FineTuneReport {
                 f,
                 "\nfusion weight (linear, min-max) chosen on the held-out queries: alpha {alpha}"
             )?;
+            if let Some((_, ndcg)) = self.fusion_table.iter().find(|x| x.0 == alpha) {
+                write!(f, " (held-out nDCG@10 {ndcg:.4}, before any refit)")?;
+            }
         }
         if let (Some(before), Some(after)) = (self.eval_before_ndcg10, self.eval_after_ndcg10) {
             write!(
@@ -210,6 +213,7 @@ mod tests {
             dev_curve: Vec::new(),
             search: Vec::new(),
             fusion_alpha: None,
+            fusion_table: Vec::new(),
             history: vec![EpochRecord {
                 epoch: 1,
                 loss: 0.5,

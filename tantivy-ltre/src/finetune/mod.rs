@@ -451,10 +451,16 @@ pub struct FineTuneReport {
     pub document_vectors_sha256_after: String,
     /// Whether the encoder was deployed.
     pub deployment: Deployment,
-    /// The linear fusion weight (min-max, dense side) that serves the resulting encoder best
-    /// on the held-out queries, when the index has lexical fields; recorded in the deployed
-    /// encoder's metrics as [`FUSION_ALPHA_METRIC`], where searches find it.
+    /// The linear fusion weight (min-max, dense side) to serve with the resulting encoder, when
+    /// the index has lexical fields: the best of [`FineTuneReport::fusion_table`]. Recorded in
+    /// the deployed encoder's metrics as [`FUSION_ALPHA_METRIC`], where searches find it.
     pub fusion_alpha: Option<f32>,
+    /// Held-out nDCG@10 of the linear hybrid at each weight of `ltre_core::hybrid::ALPHA_GRID`,
+    /// for the encoder selected on the held-out queries. A refit trains on those queries, so
+    /// the weight is chosen before it: chosen with the refit encoder, it would favour the
+    /// dense side fitted to them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fusion_table: Vec<(f32, f64)>,
 }
 
 impl FineTuneReport {

@@ -182,8 +182,8 @@ pub(super) fn fine_tune(
             &dev,
             &lexical,
             hybrid.depth,
-            "start",
-        )?;
+        )?
+        .0;
     }
     let config = &config_owned;
     let bm25 = bm25_candidates(target, &searcher, config.objective, &train, &doc_rows)?;
@@ -291,6 +291,28 @@ pub(super) fn fine_tune(
         }
     };
     let eval_before = evaluate(&mut tower, documents.vectors())?;
+    // The encoder chosen on the held-out queries, which have not trained it.
+    let selected_params = if improved {
+        ParamStore::load(&best_dir.join("params.safetensors"))?
+    } else {
+        final_params
+    };
+    // The fusion weight to serve, chosen on the held-out queries with that encoder: a refit
+    // trains on those queries, and a weight chosen with its encoder would favour the dense
+    // side it has fitted to them (SciFact: 0.9 for every objective).
+    let fusion = if lexical.is_empty() || dev.is_empty() {
+        None
+    } else {
+        tower.set_params(selected_params.clone())?;
+        Some(held_out_alpha(
+            &mut tower,
+            documents.vectors(),
+            &doc_ids,
+            &dev,
+            &lexical,
+            depth,
+        )?)
+    };
     let mut refit = None;
     let refit_wanted = options.refit || options.search.as_ref().is_some_and(|r| r.refit);
     let chosen = if improved && refit_wanted {
@@ -330,27 +352,11 @@ pub(super) fn fine_tune(
         let params = trainer.tower().params().clone();
         documents = trainer.into_documents();
         params
-    } else if improved {
-        ParamStore::load(&best_dir.join("params.safetensors"))?
     } else {
-        final_params
+        selected_params
     };
     tower.set_params(chosen)?;
     let eval_after = evaluate(&mut tower, documents.vectors())?;
-    // The fusion weight to serve with this encoder, chosen on the held-out queries.
-    let fusion_alpha = if lexical.is_empty() || dev.is_empty() {
-        None
-    } else {
-        Some(held_out_alpha(
-            &mut tower,
-            documents.vectors(),
-            &doc_ids,
-            &dev,
-            &lexical,
-            depth,
-            "trained",
-        )?)
-    };
 
     // LTRe never writes documents: a change means another writer committed meanwhile, and
     // the encoder was trained against vectors the index no longer holds.
@@ -387,7 +393,8 @@ pub(super) fn fine_tune(
         document_vectors_sha256_before: checksum_before,
         document_vectors_sha256_after: checksum_after,
         deployment: Deployment::NotRequested,
-        fusion_alpha,
+        fusion_alpha: fusion.as_ref().map(|f| f.0),
+        fusion_table: fusion.map(|f| f.1).unwrap_or_default(),
     };
     if options.deploy {
         report.deployment = if improved || options.force {
@@ -411,16 +418,14 @@ fn held_out_alpha(
     dev: &[TrainQuery],
     lexical: &HashMap<String, LexicalList>,
     depth: usize,
-    encoder: &str,
-) -> Result<f32> {
+) -> Result<(f32, Vec<(f32, f64)>)> {
     let (alpha, table) = choose_alpha(tower, docs, doc_ids, dev, lexical, depth)?;
     tracing::info!(
         alpha,
         ?table,
-        encoder,
         "fusion weight chosen on the held-out queries"
     );
-    Ok(alpha)
+    Ok((alpha, table))
 }
 
 /// A finished selection run.
