@@ -357,6 +357,14 @@ mod tests {
     use crate::loss::ltre_loss_weighted;
     use ndarray::{array, Array1, Array2};
 
+    /// Every document as a hit of `q`, best first.
+    fn all_hits(docs: &Array2<f32>, q: &Array1<f32>) -> Vec<Hit> {
+        let q = q.as_slice().expect("contiguous");
+        crate::retrieval::exact_top_k(q, docs.view(), docs.nrows())
+            .unwrap()
+            .remove(0)
+    }
+
     #[test]
     fn fusion_matches_the_served_formula() {
         let dense = [(0, 0.9), (1, 0.5), (2, 0.1)];
@@ -372,13 +380,7 @@ mod tests {
         let docs: Array2<f32> = array![[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]];
         let q = array![0.9f32, 0.1];
         let scores = docs.dot(&q);
-        let mut hits: Vec<Hit> = (0..4)
-            .map(|d| Hit {
-                doc: d,
-                score: scores[d],
-            })
-            .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let hits = all_hits(&docs, &q);
         let lexical = vec![(2, 7.0), (3, 3.0), (1, 1.0)];
         let config = HybridConfig {
             alpha: 0.4,
@@ -467,18 +469,7 @@ mod tests {
         };
         let judged = [(3, 2), (2, 1)];
         // The loss at q2, the candidates (ranks, span) fixed at q, as in a training step.
-        let hits = |q: &Array1<f32>| {
-            let s = docs.dot(q);
-            let mut hits: Vec<Hit> = (0..5)
-                .map(|d| Hit {
-                    doc: d,
-                    score: s[d],
-                })
-                .collect();
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-            hits
-        };
-        let hybrid = hybrid_candidates(&hits(&q), &lexical, &judged, &config);
+        let hybrid = hybrid_candidates(&all_hits(&docs, &q), &lexical, &judged, &config);
         let loss = |q: &Array1<f32>, through: bool| {
             hybrid
                 .loss(

@@ -290,8 +290,8 @@ fn ltre_pairs(
             grad.scaled_add(k * t / wsum, &docs.row(c.doc).mapv(f64::from));
         }
     }
-    if let (Some(Offsets::Scaled { direction, .. }), Some(w)) = (offsets, weights) {
-        let k: f64 = coef.iter().zip(w).map(|(c, w)| c * w).sum();
+    if let Some(Offsets::Scaled { weights, direction }) = offsets {
+        let k: f64 = coef.iter().zip(weights).map(|(c, w)| c * w).sum();
         grad.scaled_add(k * t / wsum, &direction.mapv(f64::from));
     }
     Some(QueryLoss {

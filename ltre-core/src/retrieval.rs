@@ -314,7 +314,11 @@ impl PartialOrd for Worst {
 
 /// Exact top `k` of `docs` for each row of `queries` (`nq * dim`, row-major), best first
 /// (ties: lower row first). One pass over the documents per block of queries.
-fn exact_top_k(queries: &[f32], docs: ArrayView2<'_, f32>, k: usize) -> Result<Vec<Vec<Hit>>> {
+pub(crate) fn exact_top_k(
+    queries: &[f32],
+    docs: ArrayView2<'_, f32>,
+    k: usize,
+) -> Result<Vec<Vec<Hit>>> {
     let dim = docs.ncols();
     let rows = docs
         .to_slice()

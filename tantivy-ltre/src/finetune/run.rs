@@ -292,18 +292,17 @@ pub(super) fn fine_tune(
     };
     let eval_before = evaluate(&mut tower, documents.vectors())?;
     // The encoder chosen on the held-out queries, which have not trained it.
-    let selected_params = if improved {
+    tower.set_params(if improved {
         ParamStore::load(&best_dir.join("params.safetensors"))?
     } else {
         final_params
-    };
+    })?;
     // The fusion weight to serve, chosen on the held-out queries with that encoder: a refit
     // trains on those queries, and a weight chosen with its encoder would favour the dense
     // side it has fitted to them (SciFact: 0.9 for every objective).
     let fusion = if lexical.is_empty() || dev.is_empty() {
         None
     } else {
-        tower.set_params(selected_params.clone())?;
         Some(held_out_alpha(
             &mut tower,
             documents.vectors(),
@@ -315,7 +314,7 @@ pub(super) fn fine_tune(
     };
     let mut refit = None;
     let refit_wanted = options.refit || options.search.as_ref().is_some_and(|r| r.refit);
-    let chosen = if improved && refit_wanted {
+    if improved && refit_wanted {
         // The stopping point was chosen on the held-out queries; now train on all the training
         // queries, held-out ones included, from the same start, with the same schedule scaled
         // to the larger set, for as many epochs' worth of data as the best point had seen.
@@ -349,13 +348,9 @@ pub(super) fn fine_tune(
             steps,
             queries: all.len(),
         });
-        let params = trainer.tower().params().clone();
+        tower.set_params(trainer.tower().params().clone())?;
         documents = trainer.into_documents();
-        params
-    } else {
-        selected_params
-    };
-    tower.set_params(chosen)?;
+    }
     let eval_after = evaluate(&mut tower, documents.vectors())?;
 
     // LTRe never writes documents: a change means another writer committed meanwhile, and
