@@ -10,8 +10,8 @@
 # Env: LTRE_WORK (work dir), THREADS (default 2), RUNS (default "ltre in-batch hybrid-aware"; also the
 # hybrid-aware ablations hybrid-pure: the hybrid loss only, --hybrid-dense-share 0; hybrid-range: the
 # gradient through the min-max range, --hybrid-range-gradient true; hybrid-alpha08: trained at fusion
-# weight 0.8, --hybrid-alpha 0.8). On SciFact each linear hybrid is also compared per query with
-# LTRe's and in-batch's (scripts/paired_ndcg.py: mean difference and bootstrap 95% interval).
+# weight 0.8, --hybrid-alpha 0.8). Each linear hybrid is also compared per query with LTRe's and
+# in-batch's (scripts/paired_ndcg.py: mean difference and bootstrap 95% interval).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -57,7 +57,7 @@ collection() { # name corpus queries train-qrels test-qrels [split args...]
     id=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["deployment"]; print(d.get("id","base"))' "$out/train-$run.json")
     ev "$run-dense" "$id" dense
     ev "$run-rrf" "$id" hybrid --fusion rrf
-    ev "$run-linear" "$id" hybrid --fusion linear --run-file "$out/$run-linear.trec"
+    ev "$run-linear" "$id" hybrid --fusion linear --per-query
   done
   python3 - "$out" "$name" <<'PY'
 import json, os, sys
@@ -81,12 +81,10 @@ for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure", "hybrid-range", "
     print(f"| {run} | {ndcg(run + '-dense'):.4f} | {ndcg(run + '-rrf'):.4f} | {ndcg(run + '-linear'):.4f} ({alpha}) "
           f"| {s['baseline_dev_ndcg10']:.4f} -> {s['best_dev_ndcg10']:.4f} | {c['optimizer']['lr']:g}, {c['temperature']:g} | {dep} |")
 PY
-  if [ ${#test_split[@]} -eq 0 ]; then # BEIR qrels: per-query comparison of the linear hybrids
-    for a in $RUNS_DONE; do for b in ltre in-batch; do
-      [ "$a" != "$b" ] && [ -f "$out/$a-linear.trec" ] && [ -f "$out/$b-linear.trec" ] || continue
-      echo "$a vs $b (linear): $(python3 scripts/paired_ndcg.py "$test" "$out/$a-linear.trec" "$out/$b-linear.trec")"
-    done; done
-  fi
+  for a in $RUNS_DONE; do for b in ltre in-batch; do # per-query comparison of the linear hybrids
+    [ "$a" != "$b" ] && [ -f "$out/eval-$a-linear.json" ] && [ -f "$out/eval-$b-linear.json" ] || continue
+    echo "$a vs $b (linear): $(python3 scripts/paired_ndcg.py "$out/eval-$a-linear.json" "$out/eval-$b-linear.json")"
+  done; done
 }
 
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(cranfield scifact)

@@ -32,6 +32,9 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// With --json: also each query's metrics (`per_query`), for paired comparisons of runs.
+    #[arg(long, requires = "json")]
+    per_query: bool,
 }
 
 /// `--split`: one seeded half of the judged queries, for collections with a single qrels file
@@ -101,19 +104,31 @@ pub fn run(args: Args) -> Result<()> {
         (other, _) => format!("{other:?}").to_lowercase(),
     };
     if args.json {
-        let metrics: serde_json::Map<String, serde_json::Value> = evaluation
-            .metrics
-            .iter()
-            .zip(&evaluation.mean)
-            .map(|(m, v)| (m.to_string(), (*v).into()))
-            .collect();
-        let json = serde_json::json!({
+        // {"nDCG@10": v, ...} for one value per metric.
+        let named = |values: &[f64]| -> serde_json::Value {
+            let map: serde_json::Map<String, serde_json::Value> = evaluation
+                .metrics
+                .iter()
+                .zip(values)
+                .map(|(m, v)| (m.to_string(), (*v).into()))
+                .collect();
+            map.into()
+        };
+        let mut json = serde_json::json!({
             "mode": mode,
             "queries": evaluation.per_query.len(),
-            "metrics": metrics,
+            "metrics": named(&evaluation.mean),
             "missing_queries": report.missing_queries.len(),
             "missing_documents": report.missing_documents.len(),
         });
+        if args.per_query {
+            json["per_query"] = evaluation
+                .per_query
+                .iter()
+                .map(|(query, values)| (query.clone(), named(values)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("mode {mode}, {} judged queries", evaluation.per_query.len());

@@ -139,6 +139,17 @@ fn hybrid_training_records_the_fusion_weight_that_eval_serves() {
         eval(&["--encoder", "base"])["mode"],
         "hybrid/linear alpha 0.5"
     );
+    // --per-query: every evaluated query's values, whose mean is the reported metric.
+    let full = eval(&["--per-query"]);
+    let per_query = full["per_query"].as_object().expect("per_query");
+    assert_eq!(per_query.len() as u64, full["queries"].as_u64().unwrap());
+    let mean = per_query
+        .values()
+        .map(|v| v["nDCG@10"].as_f64().unwrap())
+        .sum::<f64>()
+        / per_query.len() as f64;
+    assert!((mean - full["metrics"]["nDCG@10"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(eval(&[]).get("per_query").is_none());
 }
 
 /// Writes the tiny corpus as a Cranfield directory (`cran.all.1400`, `cran.qry`, `cranqrel`)
