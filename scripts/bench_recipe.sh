@@ -40,8 +40,8 @@ collection() { # name corpus queries train-qrels test-qrels [split args...]
   ev base-dense base dense
   ev base-rrf base hybrid --fusion rrf
   ev base-linear base hybrid --fusion linear
-  RUNS_DONE="${RUNS:-ltre in-batch hybrid-aware}"
-  for run in $RUNS_DONE; do
+  local runs="${RUNS:-ltre in-batch hybrid-aware}"
+  for run in $runs; do
     local extra=()
     case "$run" in
       in-batch) extra=(--objective in-batch) ;;
@@ -81,7 +81,7 @@ for run in ["ltre", "in-batch", "hybrid-aware", "hybrid-pure", "hybrid-range", "
     print(f"| {run} | {ndcg(run + '-dense'):.4f} | {ndcg(run + '-rrf'):.4f} | {ndcg(run + '-linear'):.4f} ({alpha}) "
           f"| {s['baseline_dev_ndcg10']:.4f} -> {s['best_dev_ndcg10']:.4f} | {c['optimizer']['lr']:g}, {c['temperature']:g} | {dep} |")
 PY
-  for a in $RUNS_DONE; do for b in ltre in-batch; do # per-query comparison of the linear hybrids
+  for a in $runs; do for b in ltre in-batch; do # per-query comparison of the linear hybrids
     [ "$a" != "$b" ] && [ -f "$out/eval-$a-linear.json" ] && [ -f "$out/eval-$b-linear.json" ] || continue
     echo "$a vs $b (linear): $(python3 scripts/paired_ndcg.py "$out/eval-$a-linear.json" "$out/eval-$b-linear.json")"
   done; done

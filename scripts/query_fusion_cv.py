@@ -6,6 +6,7 @@
 # top 10 and top 100) by ridge regression per weight, 5-fold cross-validated against the fixed
 # weight chosen on the same training folds. Nothing here reads test qrels.
 # Usage: python3 scripts/query_fusion_cv.py CLI INDEX QUERIES QRELS OUT_DIR [eval args...]
+# (OUT_DIR receives the two legs' TREC runs.)
 import json, math, os, random, subprocess, sys
 from collections import defaultdict
 
@@ -14,29 +15,28 @@ extra = sys.argv[6:]
 os.makedirs(out, exist_ok=True)
 ALPHAS = [i / 10 for i in range(11)]
 
-def ev(name, *args):
-    path = os.path.join(out, name)
-    if not os.path.exists(path + ".json"):
-        with open(path + ".json.tmp", "w") as f:
-            subprocess.run([cli, "eval", "--index", index, "--queries", queries, "--qrels", qrels,
-                            "--encoder", "base", "--depth", "100", "--json", "--per-query",
-                            *extra, *args], stdout=f, stderr=subprocess.DEVNULL, check=True)
-        os.replace(path + ".json.tmp", path + ".json")
-    return json.load(open(path + ".json"))["per_query"]
+def ev(*args):
+    """ltre's own per-query values of one evaluation (recomputed every call: no stale reuse)."""
+    result = subprocess.run([cli, "eval", "--index", index, "--queries", queries, "--qrels", qrels,
+                             "--encoder", "base", "--depth", "100", "--json", "--per-query",
+                             *extra, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"ltre-cli eval {' '.join(args)} failed:\n{result.stderr.strip()}")
+    return json.loads(result.stdout)["per_query"]
 
-def legs(mode):
+def leg(mode):
+    """Each query's result list (doc, score), best first, from the leg's TREC run."""
     run = os.path.join(out, f"{mode}.trec")
-    ev(f"{mode}-run", "--mode", mode, "--run-file", run)
+    ev("--mode", mode, "--run-file", run)
     lists = defaultdict(list)
     for line in open(run):
         q, _, d, _, s, _ = line.split()
         lists[q].append((d, float(s)))
     return lists
 
-per_alpha = [ev(f"linear-{a:.1f}", "--mode", "hybrid", "--fusion", "linear", "--alpha", str(a))
-             if 0 < a < 1 else ev("dense" if a == 1 else "bm25", "--mode", "dense" if a == 1 else "bm25")
-             for a in ALPHAS]
-dense, bm25 = legs("dense"), legs("bm25")
+# Weights 0 and 1 are the served fusion too, ranking like the BM25 and dense legs alone.
+per_alpha = [ev("--mode", "hybrid", "--fusion", "linear", "--alpha", str(a)) for a in ALPHAS]
+dense, bm25 = leg("dense"), leg("bm25")
 qs = sorted(per_alpha[0])
 table = {q: [p[q]["nDCG@10"] for p in per_alpha] for q in qs}
 
@@ -74,7 +74,8 @@ for lam in [1, 10, 100, 1000]:
     learned, fixed = [], []
     for k in range(5):
         test = order[k::5]
-        train = [q for q in order if q not in set(test)]
+        held = set(test)
+        train = [q for q in order if q not in held]
         cols = list(zip(*[feats[q] for q in train]))
         mu = [mean(c) for c in cols]
         sd = [math.sqrt(mean([(x - m) ** 2 for x in c])) + 1e-9 for c, m in zip(cols, mu)]

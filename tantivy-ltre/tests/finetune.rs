@@ -537,6 +537,25 @@ fn hybrid_training_chooses_and_records_the_fusion_weight() {
     let recorded = store.record(id).unwrap().metrics[FUSION_ALPHA_METRIC];
     assert_eq!(recorded, alpha as f64);
 
+    // choose_alpha trains at the grid's best weight for the start encoder on the held-out
+    // queries: on this data not the configured 0.5, and scoring the start above it.
+    let mut choosing = options
+        .clone()
+        .deploy(false)
+        .run_dir(app.dir.join("runs/choose"));
+    choosing.refit = false;
+    choosing.choose_alpha = true;
+    let chosen = finish(&index, &judged(), &choosing);
+    let chosen_alpha = chosen.config.hybrid.unwrap().alpha;
+    assert!(ALPHA_GRID.contains(&chosen_alpha));
+    assert_ne!(chosen_alpha, trained_with, "{chosen}");
+    assert!(
+        chosen.baseline_dev_ndcg10 > report.baseline_dev_ndcg10,
+        "{} at {chosen_alpha} against {} at {trained_with}",
+        chosen.baseline_dev_ndcg10,
+        report.baseline_dev_ndcg10
+    );
+
     // Without lexical fields there is no BM25 side to fuse: a clear error.
     let bare = TunableIndex::new(
         app.index.clone(),

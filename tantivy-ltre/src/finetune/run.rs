@@ -404,8 +404,8 @@ pub(super) fn fine_tune(
     Ok(FineTuneOutcome::Finished(Box::new(report)))
 }
 
-/// The linear fusion weight with the best nDCG@10 on the held-out queries `dev` for `tower`
-/// (logged with the whole grid, naming `encoder`).
+/// The linear fusion weight with the best nDCG@10 on the held-out queries `dev` for `tower`,
+/// and the whole grid's values (both logged).
 fn held_out_alpha(
     tower: &mut QueryTower,
     docs: ArrayView2<f32>,
